@@ -1,0 +1,67 @@
+# CAR: build, test, demo, bench. Binaries land in $(BUILD)/bin.
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD ?= build/sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD ?= build
+SAN_FLAGS :=
+OPT := -O2
+endif
+
+CC := mpicc
+PKGS := hdf5-openmpi openblas libconfig jansson
+# recursive: pkg-config runs after scripts/install-deps.sh has had its turn
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+CFLAGS = -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
+LDFLAGS = $(SAN_FLAGS)
+LDLIBS = $(PKG_LIBS) -lm
+
+PROGS := car_prep car_synth car_train
+LIB_SRCS := $(filter-out $(addprefix src/,$(addsuffix .c,$(PROGS))),$(wildcard src/*.c))
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+TEST_SRCS := $(wildcard tests/unit/*.c tests/mpi/*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+BINS := $(addprefix $(BUILD)/bin/,$(PROGS))
+DEPS_OK := build/.deps-ok
+
+.PHONY: all test demo bench data clean deps
+all: $(BINS)
+
+deps: $(DEPS_OK)
+$(DEPS_OK): scripts/install-deps.sh
+	@scripts/install-deps.sh
+	@mkdir -p build && touch $@
+
+$(BUILD)/obj/%.o: src/%.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/bin/%: $(BUILD)/obj/%.o $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB_OBJS) tests/check.h | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(LIB_OBJS) -o $@ $(LDFLAGS) $(LDLIBS)
+
+test: $(BINS) $(TEST_BINS)
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run_tests.sh
+
+demo: $(BINS)
+	@BUILD=$(BUILD) scripts/demo.sh
+
+bench: $(BINS)
+	@BUILD=$(BUILD) scripts/bench.sh
+
+# Prepared Amazon sets from raw inputs (sequences.txt + items.jsonl per set)
+AMAZON_DIR ?= $(if $(wildcard ../shared/data/amazon),../shared/data/amazon,)
+data: $(BINS)
+	@BUILD=$(BUILD) AMAZON_DIR=$(AMAZON_DIR) scripts/prepare_amazon.sh
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJS:.o=.d) $(patsubst %,$(BUILD)/obj/%.d,$(PROGS))

@@ -1,0 +1,45 @@
+/* h5io: HDF5 files written and read by all ranks together. Arrays keep their global shape;
+ * each rank writes or reads a contiguous block of rows. Errors name the file and object. */
+#ifndef CAR_H5IO_H
+#define CAR_H5IO_H
+#include <hdf5.h>
+#include <stdint.h>
+
+/* Collective. Creates PATH (truncating) for parallel writing. */
+hid_t h5io_create(const char *path);
+/* Collective. Opens an existing file read-only (or read-write); a missing, truncated or
+ * foreign file is a clean job failure naming PATH. */
+hid_t h5io_open(const char *path, int writable);
+void h5io_close(hid_t file);
+/* Non-collective: 1 if PATH opens as HDF5 and holds object NAME. */
+int h5io_has(hid_t file, const char *name);
+
+/* Collective. Creates dataset NAME (parent groups too) of global shape dims[0..ndims) and
+ * writes rows [row_lo, row_lo + row_count) of dims[0] from data (row-major). */
+void h5io_write_rows(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims, int64_t row_lo,
+                     int64_t row_count, const void *data);
+/* Collective. Reads rows [row_lo, row_lo + row_count) of NAME into data. */
+void h5io_read_rows(hid_t file, const char *name, hid_t type, int64_t row_lo, int64_t row_count, void *data);
+/* Shape of NAME; returns ndims (fails the job if NAME is missing or has more than maxdims). */
+int h5io_shape(hid_t file, const char *name, int64_t *dims, int maxdims);
+/* Collective. Whole small array replicated on every rank. */
+void h5io_read_all(hid_t file, const char *name, hid_t type, void *data);
+
+/* Attributes on object OBJ ("/" for the file). Writes are collective with equal values. */
+void h5io_attr_write_i64(hid_t file, const char *obj, const char *attr, int64_t value);
+void h5io_attr_write_f64(hid_t file, const char *obj, const char *attr, double value);
+void h5io_attr_write_str(hid_t file, const char *obj, const char *attr, const char *value);
+int h5io_attr_read_i64(hid_t file, const char *obj, const char *attr, int64_t *value);   /* 0 if absent */
+int h5io_attr_read_f64(hid_t file, const char *obj, const char *attr, double *value);
+char *h5io_attr_read_str(hid_t file, const char *obj, const char *attr);                  /* NULL if absent */
+
+/* Serial (one rank): variable-length string arrays, which parallel HDF5 cannot write. */
+void h5io_write_strings_serial(const char *path, const char *name, char *const *strings, int64_t n);
+char **h5io_read_strings_serial(const char *path, const char *name, int64_t *n);
+
+/* Write-then-rename protocol: the temporary name a file is written under, and the rename
+ * (rank 0) once it is complete. A failure in between leaves the final name untouched. */
+char *h5io_partial_name(const char *final_path);
+void h5io_commit_partial(const char *partial, const char *final_path);
+
+#endif

@@ -1,0 +1,20 @@
+/* util: allocation that cannot return NULL, small string and file helpers. */
+#ifndef CAR_UTIL_H
+#define CAR_UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+void *xmalloc(size_t n);              /* aborts the job on failure */
+void *xcalloc(size_t count, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int file_exists(const char *path);
+int64_t peak_rss_kib(void);           /* this process's peak resident set (VmHWM) */
+/* FNV-1a 64 over bytes, chained through h (start with FNV64_INIT). */
+#define FNV64_INIT 0xcbf29ce484222325ULL
+uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
+
+#endif

@@ -1,0 +1,204 @@
+#include "comm.h"
+#include "util.h"
+#include <cblas.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *program_name = "car";
+static int world_rank, world_size = 1, mpi_started;
+static char blas_info[256];
+#define MAX_CLEANUP 8
+static char *cleanup_paths[MAX_CLEANUP];
+
+static int cpu_has_flag(const char *flag) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return 0;
+    char line[8192];
+    int found = 0;
+    size_t n = strlen(flag);
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        for (char *p = strstr(line, flag); p; p = strstr(p + 1, flag))
+            if ((p[-1] == ' ' || p[-1] == '\t') && (p[n] == ' ' || p[n] == '\n')) { found = 1; break; }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+/* OpenBLAS 0.3.21 does not know recent Xeons and falls back to a 5x slower SSE3 kernel;
+ * the kernel is chosen when the library loads, so the only fix from inside is to re-exec. */
+static void select_blas_kernel(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE") || getenv("CAR_BLAS_REEXEC")) return;
+    const char *core = cpu_has_flag("avx512f") && cpu_has_flag("avx512bw") ? "SkylakeX"
+                       : cpu_has_flag("avx2") && cpu_has_flag("fma")     ? "Haswell" : NULL;
+    if (!core) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    setenv("CAR_BLAS_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the default kernel */
+}
+
+static int usable_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void comm_init(int *argc, char ***argv, const char *program) {
+    program_name = program;
+    select_blas_kernel(*argv);
+    MPI_Init(argc, argv);
+    mpi_started = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    MPI_Comm node;
+    int local = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &local);
+        MPI_Comm_free(&node);
+    }
+    /* oversubscribed or pinned ranks must not each start a thread per core */
+    if (!getenv("OPENBLAS_NUM_THREADS")) {
+        int threads = usable_cores() / local;
+        openblas_set_num_threads(threads < 1 ? 1 : threads);
+    }
+    snprintf(blas_info, sizeof blas_info, "OpenBLAS %s, kernel %s, %d thread(s) per rank, %d rank(s), %d on this node",
+             openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), world_size, local);
+}
+
+void comm_finalize(void) {
+    if (mpi_started) MPI_Finalize();
+    mpi_started = 0;
+}
+
+int comm_rank(void) { return world_rank; }
+int comm_size(void) { return world_size; }
+const char *comm_program(void) { return program_name; }
+double comm_wtime(void) { return MPI_Wtime(); }
+const char *comm_blas_info(void) { return blas_info; }
+
+void comm_cleanup_add(const char *path) {
+    for (int i = 0; i < MAX_CLEANUP; i++)
+        if (!cleanup_paths[i]) { cleanup_paths[i] = xstrdup(path); return; }
+}
+
+void comm_cleanup_remove(const char *path) {
+    for (int i = 0; i < MAX_CLEANUP; i++)
+        if (cleanup_paths[i] && strcmp(cleanup_paths[i], path) == 0) {
+            free(cleanup_paths[i]);
+            cleanup_paths[i] = NULL;
+        }
+}
+
+static void run_cleanup(void) {
+    for (int i = 0; i < MAX_CLEANUP; i++)
+        if (cleanup_paths[i]) unlink(cleanup_paths[i]);
+}
+
+void comm_fatal(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: rank %d: %s\n", program_name, world_rank, msg);
+    fflush(stderr);
+    run_cleanup();
+    if (mpi_started && world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+__attribute__((noreturn)) static void fail_now(const char *msg) {
+    if (world_rank == 0) {
+        fprintf(stderr, "%s: error: %s\n", program_name, msg);
+        fflush(stderr);
+    }
+    run_cleanup();
+    comm_finalize();
+    exit(1);
+}
+
+void comm_fail(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fail_now(msg);
+}
+
+void comm_fail_if_any(const char *local_error) {
+    int mine = local_error ? world_rank : world_size, first = mine;
+    COMM_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == world_size) return;
+    char msg[1024] = "";
+    if (world_rank == first) snprintf(msg, sizeof msg, "%s", local_error);
+    COMM_CHECK(MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD));
+    fail_now(msg);
+}
+
+void comm_check_(int err, const char *what, const char *file, int line) {
+    if (err == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(err, text, &len);
+    comm_fatal("%s failed at %s:%d: %s", what, file, line, text);
+}
+
+void comm_barrier(void) { COMM_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+
+static void allreduce(void *buf, int n, MPI_Datatype type, MPI_Op op) {
+    if (world_size == 1 || n == 0) return;
+    COMM_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, n, type, op, MPI_COMM_WORLD));
+}
+
+void comm_sum_i64(int64_t *buf, int n) { allreduce(buf, n, MPI_INT64_T, MPI_SUM); }
+void comm_sum_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_SUM); }
+void comm_sum_float(float *buf, int n) { allreduce(buf, n, MPI_FLOAT, MPI_SUM); }
+void comm_max_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_MAX); }
+void comm_min_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_MIN); }
+
+void comm_bcast(void *buf, int64_t bytes, int root) {
+    if (world_size == 1) return;
+    const int64_t chunk = 1 << 30; /* MPI counts are int */
+    for (int64_t off = 0; off < bytes; off += chunk) {
+        int64_t n = bytes - off < chunk ? bytes - off : chunk;
+        COMM_CHECK(MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, root, MPI_COMM_WORLD));
+    }
+}
+
+void comm_allgatherv_bytes(const void *send, int64_t send_count, void *recv, int64_t elem_bytes) {
+    int64_t mine = send_count * elem_bytes;
+    if (world_size == 1) { memmove(recv, send, (size_t)mine); return; }
+    int64_t *all = xmalloc(sizeof(int64_t) * (size_t)world_size);
+    COMM_CHECK(MPI_Allgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, MPI_COMM_WORLD));
+    int *counts = xmalloc(sizeof(int) * (size_t)world_size), *displs = xmalloc(sizeof(int) * (size_t)world_size);
+    int64_t off = 0;
+    for (int r = 0; r < world_size; r++) {
+        if (all[r] > 2147483647 || off > 2147483647) comm_fatal("allgatherv of more than 2 GiB is not supported");
+        counts[r] = (int)all[r];
+        displs[r] = (int)off;
+        off += all[r];
+    }
+    COMM_CHECK(MPI_Allgatherv(send, (int)mine, MPI_BYTE, recv, counts, displs, MPI_BYTE, MPI_COMM_WORLD));
+    free(all); free(counts); free(displs);
+}
+
+void comm_split_range(int64_t n, int parts, int part, int64_t *lo, int64_t *hi) {
+    *lo = n * part / parts;
+    *hi = n * (part + 1) / parts;
+}
+
+int comm_range_owner(int64_t n, int parts, int64_t i) {
+    int p = (int)((i * parts) / (n ? n : 1));
+    while (p > 0 && n * p / parts > i) p--;
+    while (p < parts - 1 && n * (p + 1) / parts <= i) p++;
+    return p;
+}

@@ -1,0 +1,281 @@
+#include "h5io.h"
+#include "comm.h"
+#include "util.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char file_label[64][512]; /* the path of each open file, by a small hash of its id */
+
+static void quiet_hdf5(void) {
+    static int done;
+    if (!done) H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves */
+    done = 1;
+}
+
+static const char *path_of(hid_t file) {
+    const char *p = file_label[(uint64_t)file % 64];
+    return p[0] ? p : "(hdf5 file)";
+}
+
+static void remember(hid_t file, const char *path) {
+    snprintf(file_label[(uint64_t)file % 64], sizeof file_label[0], "%s", path);
+}
+
+static hid_t mpio_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    return fapl;
+}
+
+hid_t h5io_create(const char *path) {
+    quiet_hdf5();
+    hid_t fapl = mpio_fapl();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    int ok = f >= 0, all_ok = ok;
+    COMM_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (!all_ok) comm_fail("%s: cannot create HDF5 file (directory missing or not writable?)", path);
+    remember(f, path);
+    return f;
+}
+
+hid_t h5io_open(const char *path, int writable) {
+    quiet_hdf5();
+    if (!file_exists(path)) comm_fail("%s: no such file", path);
+    hid_t fapl = mpio_fapl();
+    hid_t f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    int ok = f >= 0, all_ok = ok;
+    COMM_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (!all_ok) comm_fail("%s: cannot open as HDF5 (truncated, corrupt or not an HDF5 file)", path);
+    remember(f, path);
+    return f;
+}
+
+void h5io_close(hid_t file) {
+    file_label[(uint64_t)file % 64][0] = 0;
+    if (H5Fclose(file) < 0) comm_fatal("closing an HDF5 file failed (disk full?)");
+}
+
+int h5io_has(hid_t file, const char *name) {
+    quiet_hdf5();
+    /* H5Lexists needs every parent to exist: walk the path */
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", name);
+    for (char *p = buf + 1; ; p++) {
+        char c = *p;
+        if (c == '/' || c == 0) {
+            *p = 0;
+            if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return 0;
+            *p = c;
+        }
+        if (!c) return 1;
+    }
+}
+
+static void make_parents(hid_t lcpl) { H5Pset_create_intermediate_group(lcpl, 1); }
+
+static hid_t collective_dxpl(void) {
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    return dxpl;
+}
+
+/* File and memory dataspaces selecting rows [lo, lo+count) of a dataset of shape dims. */
+static void row_spaces(hid_t dset, int64_t lo, int64_t count, hid_t *filespace, hid_t *memspace) {
+    *filespace = H5Dget_space(dset);
+    int nd = H5Sget_simple_extent_ndims(*filespace);
+    hsize_t dims[8], start[8] = {0}, cnt[8];
+    H5Sget_simple_extent_dims(*filespace, dims, NULL);
+    for (int i = 0; i < nd; i++) cnt[i] = dims[i];
+    start[0] = (hsize_t)lo;
+    cnt[0] = (hsize_t)count;
+    if (count > 0) {
+        H5Sselect_hyperslab(*filespace, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        *memspace = H5Screate_simple(nd, cnt, NULL);
+    } else {
+        H5Sselect_none(*filespace);
+        hsize_t one = 1;
+        *memspace = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(*memspace);
+    }
+}
+
+void h5io_write_rows(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims, int64_t row_lo,
+                     int64_t row_count, const void *data) {
+    hsize_t hd[8];
+    for (int i = 0; i < ndims; i++) hd[i] = (hsize_t)dims[i];
+    hid_t space = H5Screate_simple(ndims, hd, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    make_parents(lcpl);
+    hid_t dset = H5Dcreate2(file, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+    if (dset < 0) comm_fatal("%s: cannot create dataset %s", path_of(file), name);
+    hid_t fs, ms, dxpl = collective_dxpl();
+    row_spaces(dset, row_lo, row_count, &fs, &ms);
+    herr_t err = H5Dwrite(dset, type, ms, fs, dxpl, data);
+    H5Sclose(fs); H5Sclose(ms); H5Pclose(dxpl); H5Dclose(dset);
+    if (err < 0) comm_fatal("%s: writing %s failed (disk full?)", path_of(file), name);
+}
+
+static hid_t open_dataset(hid_t file, const char *name) {
+    hid_t dset = h5io_has(file, name) ? H5Dopen2(file, name, H5P_DEFAULT) : -1;
+    if (dset < 0) comm_fatal("%s: missing dataset %s", path_of(file), name);
+    return dset;
+}
+
+void h5io_read_rows(hid_t file, const char *name, hid_t type, int64_t row_lo, int64_t row_count, void *data) {
+    hid_t dset = open_dataset(file, name);
+    hid_t fs, ms, dxpl = collective_dxpl();
+    row_spaces(dset, row_lo, row_count, &fs, &ms);
+    herr_t err = H5Dread(dset, type, ms, fs, dxpl, data);
+    H5Sclose(fs); H5Sclose(ms); H5Pclose(dxpl); H5Dclose(dset);
+    if (err < 0) comm_fatal("%s: reading %s rows %lld..%lld failed (truncated or corrupt file?)", path_of(file), name,
+                            (long long)row_lo, (long long)(row_lo + row_count));
+}
+
+int h5io_shape(hid_t file, const char *name, int64_t *dims, int maxdims) {
+    if (!h5io_has(file, name)) comm_fail("%s: missing dataset %s", path_of(file), name);
+    hid_t dset = open_dataset(file, name), space = H5Dget_space(dset);
+    int nd = H5Sget_simple_extent_ndims(space);
+    hsize_t hd[8];
+    if (nd < 0 || nd > maxdims || nd > 8) comm_fail("%s: %s has %d dimensions, expected at most %d", path_of(file), name, nd, maxdims);
+    H5Sget_simple_extent_dims(space, hd, NULL);
+    for (int i = 0; i < nd; i++) dims[i] = (int64_t)hd[i];
+    H5Sclose(space);
+    H5Dclose(dset);
+    return nd;
+}
+
+void h5io_read_all(hid_t file, const char *name, hid_t type, void *data) {
+    int64_t dims[8];
+    h5io_shape(file, name, dims, 8);
+    h5io_read_rows(file, name, type, 0, dims[0], data);
+}
+
+static hid_t open_object(hid_t file, const char *obj) {
+    hid_t o = H5Oopen(file, obj, H5P_DEFAULT);
+    if (o < 0) comm_fatal("%s: missing object %s", path_of(file), obj);
+    return o;
+}
+
+static void attr_write(hid_t file, const char *obj, const char *attr, hid_t type, const void *value) {
+    hid_t o = open_object(file, obj);
+    if (H5Aexists(o, attr) > 0) H5Adelete(o, attr);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, attr, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t err = a < 0 ? -1 : H5Awrite(a, type, value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    H5Oclose(o);
+    if (err < 0) comm_fatal("%s: cannot write attribute %s of %s", path_of(file), attr, obj);
+}
+
+void h5io_attr_write_i64(hid_t file, const char *obj, const char *attr, int64_t value) {
+    attr_write(file, obj, attr, H5T_NATIVE_INT64, &value);
+}
+
+void h5io_attr_write_f64(hid_t file, const char *obj, const char *attr, double value) {
+    attr_write(file, obj, attr, H5T_NATIVE_DOUBLE, &value);
+}
+
+void h5io_attr_write_str(hid_t file, const char *obj, const char *attr, const char *value) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) + 1);
+    attr_write(file, obj, attr, type, value);
+    H5Tclose(type);
+}
+
+static hid_t attr_open(hid_t file, const char *obj, const char *attr) {
+    if (!h5io_has(file, obj) && strcmp(obj, "/") != 0) return -1;
+    hid_t o = H5Oopen(file, obj, H5P_DEFAULT);
+    if (o < 0) return -1;
+    hid_t a = H5Aexists(o, attr) > 0 ? H5Aopen(o, attr, H5P_DEFAULT) : -1;
+    H5Oclose(o);
+    return a;
+}
+
+int h5io_attr_read_i64(hid_t file, const char *obj, const char *attr, int64_t *value) {
+    hid_t a = attr_open(file, obj, attr);
+    if (a < 0) return 0;
+    herr_t err = H5Aread(a, H5T_NATIVE_INT64, value);
+    H5Aclose(a);
+    return err >= 0;
+}
+
+int h5io_attr_read_f64(hid_t file, const char *obj, const char *attr, double *value) {
+    hid_t a = attr_open(file, obj, attr);
+    if (a < 0) return 0;
+    herr_t err = H5Aread(a, H5T_NATIVE_DOUBLE, value);
+    H5Aclose(a);
+    return err >= 0;
+}
+
+char *h5io_attr_read_str(hid_t file, const char *obj, const char *attr) {
+    hid_t a = attr_open(file, obj, attr);
+    if (a < 0) return NULL;
+    hid_t ftype = H5Aget_type(a);
+    size_t n = H5Tget_size(ftype);
+    H5Tclose(ftype);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, n);
+    char *s = xcalloc(n + 1, 1);
+    herr_t err = H5Aread(a, type, s);
+    H5Tclose(type);
+    H5Aclose(a);
+    if (err < 0) { free(s); return NULL; }
+    return s;
+}
+
+void h5io_write_strings_serial(const char *path, const char *name, char *const *strings, int64_t n) {
+    quiet_hdf5();
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) comm_fatal("%s: cannot reopen to write %s", path, name);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hsize_t dim = (hsize_t)n;
+    hid_t space = H5Screate_simple(1, &dim, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    make_parents(lcpl);
+    hid_t dset = H5Dcreate2(f, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t err = dset < 0 ? -1 : H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, strings);
+    if (dset >= 0) H5Dclose(dset);
+    H5Pclose(lcpl); H5Sclose(space); H5Tclose(type);
+    if (H5Fclose(f) < 0 || err < 0) comm_fatal("%s: writing %s failed", path, name);
+}
+
+char **h5io_read_strings_serial(const char *path, const char *name, int64_t *n) {
+    quiet_hdf5();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) comm_fatal("%s: cannot open as HDF5", path);
+    hid_t dset = h5io_has(f, name) ? H5Dopen2(f, name, H5P_DEFAULT) : -1;
+    if (dset < 0) comm_fatal("%s: missing dataset %s", path, name);
+    hid_t space = H5Dget_space(dset);
+    hsize_t dim = 0;
+    H5Sget_simple_extent_dims(space, &dim, NULL);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    char **raw = xcalloc(dim, sizeof(char *));
+    if (H5Dread(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) comm_fatal("%s: reading %s failed", path, name);
+    char **out = xcalloc(dim, sizeof(char *));
+    for (hsize_t i = 0; i < dim; i++) out[i] = xstrdup(raw[i] ? raw[i] : "");
+    H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw);
+    free(raw);
+    H5Tclose(type); H5Sclose(space); H5Dclose(dset); H5Fclose(f);
+    *n = (int64_t)dim;
+    return out;
+}
+
+char *h5io_partial_name(const char *final_path) { return xsprintf("%s.partial", final_path); }
+
+void h5io_commit_partial(const char *partial, const char *final_path) {
+    comm_barrier();
+    int err = 0;
+    if (comm_rank() == 0) err = rename(partial, final_path) != 0;
+    comm_bcast(&err, sizeof err, 0);
+    if (err) comm_fail("cannot rename %s to %s", partial, final_path);
+    comm_cleanup_remove(partial);
+}

@@ -1,0 +1,36 @@
+# Shared helpers for command-line tests: each check counts; finish prints the RESULT line.
+set -u
+BIN=${CAR_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/bin}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+SHARED_DATA=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/../shared/data/amazon
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+_pass=0 _fail=0
+
+pass() { echo "ok   $1"; _pass=$((_pass + 1)); }
+fail() { echo "FAIL $1"; shift; for l in "$@"; do echo "    $l"; done; _fail=$((_fail + 1)); }
+
+# expect_error NAME REGEX OUTPUT_THAT_MUST_NOT_EXIST -- COMMAND...
+# The command must exit non-zero, its stderr's first line must match REGEX, and the output
+# path (may be "-") must not exist afterwards.
+expect_error() {
+    local name=$1 regex=$2 out=$3; shift 4
+    "$@" >"$TMP/out.txt" 2>"$TMP/err.txt"
+    local rc=$?
+    local first
+    first=$(grep -v -E '^(-{5,}|\s*$)' "$TMP/err.txt" | head -n 1)
+    if [ $rc -eq 0 ]; then fail "$name" "exit 0, expected failure"; return; fi
+    if ! echo "$first" | grep -q -E "$regex"; then fail "$name" "first stderr line: $first" "expected /$regex/"; return; fi
+    if [ "$out" != "-" ] && [ -e "$out" ]; then fail "$name" "output $out was left behind"; return; fi
+    if [ "$out" != "-" ] && ls "$out".* >/dev/null 2>&1; then fail "$name" "partial output left: $(ls "$out".*)"; return; fi
+    pass "$name"
+}
+
+# expect_ok NAME -- COMMAND...
+expect_ok() {
+    local name=$1; shift 2
+    if "$@" >"$TMP/out.txt" 2>"$TMP/err.txt"; then pass "$name"; else fail "$name" "exit $?" "$(tail -n 5 "$TMP/err.txt")"; fi
+}
+
+finish() { echo "RESULT $_pass passed, $_fail failed"; [ $_fail -eq 0 ]; }

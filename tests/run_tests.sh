@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The test driver: unit tests (1 rank), MPI tests at 1, 2 and 4 ranks (4 oversubscribed),
+# command-line tests. Adds up every "RESULT N passed, N failed" and prints the total last.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export CAR_BIN="$PWD/$BUILD/bin" CAR_BUILD="$PWD/$BUILD"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+# Open MPI and HDF5 keep allocations alive until exit: leak reports would be theirs, not ours
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+RANKS=${TEST_RANKS:-"1 2 4"}
+FILTER=${TEST_FILTER:-}
+LOG=$(mktemp -d)
+passed=0 failed=0
+
+run_one() { # label, command...
+    local label=$1; shift
+    local out="$LOG/$(echo "$label" | tr ' /' '__').log"
+    timeout 1200 "$@" >"$out" 2>&1
+    local rc=$?
+    local line
+    line=$(grep -E '^RESULT [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "FAIL $label: no result (exit $rc)"; tail -n 20 "$out" | sed 's/^/    /'
+        failed=$((failed + 1)); return
+    fi
+    local p f
+    p=$(echo "$line" | awk '{print $2}'); f=$(echo "$line" | awk '{print $4}')
+    passed=$((passed + p)); failed=$((failed + f))
+    if [ "$f" -gt 0 ] || [ $rc -ne 0 ]; then
+        echo "FAIL $label: $p passed, $f failed (exit $rc)"; grep -E '^(FAIL|rank [0-9]+:)' "$out" | head -n 20 | sed 's/^/    /'
+        [ "$f" -eq 0 ] && failed=$((failed + 1))
+    else
+        echo "ok   $label: $p passed"
+    fi
+}
+
+for t in "$BUILD"/tests/unit/*; do
+    [ -x "$t" ] || continue
+    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    run_one "unit/$(basename "$t")" mpirun -n 1 "$t"
+done
+for t in "$BUILD"/tests/mpi/*; do
+    [ -x "$t" ] || continue
+    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    for n in $RANKS; do run_one "mpi/$(basename "$t") -n $n" mpirun -n "$n" "$t"; done
+done
+for t in tests/cli/test_*.sh; do
+    [ -f "$t" ] || continue
+    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    run_one "cli/$(basename "$t")" bash "$t"
+done
+rm -rf "$LOG"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
