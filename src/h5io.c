@@ -258,6 +258,7 @@ char **h5io_read_strings_serial(const char *path, const char *name, int64_t *n) 
     H5Sget_simple_extent_dims(space, &dim, NULL);
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
     char **raw = xcalloc(dim, sizeof(char *));
     if (H5Dread(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) comm_fatal("%s: reading %s failed", path, name);
     char **out = xcalloc(dim, sizeof(char *));

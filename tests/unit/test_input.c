@@ -1,0 +1,102 @@
+/* input: raw sequences and items are parsed exactly, and every bad input names file and line. */
+#include "check.h"
+#include "input.h"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *write_tmp(const char *text) {
+    char *path = strdup("/tmp/car_test_input_XXXXXX");
+    int fd = mkstemp(path);
+    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) abort();
+    close(fd);
+    return path;
+}
+
+static const char *items_ok =
+    "{\"item_id\": 2, \"text\": \"Title: B\", \"categories\": [\"Beauty\", \"Nails\"]}\n"
+    "\n"
+    "{\"item_id\": 1, \"text\": \"Title: A \\u00e9\", \"categories\": []}\n"
+    "{\"item_id\": 3, \"text\": \"Title: C\"}\n";
+
+static void test_items_parse(void) {
+    char *p = write_tmp(items_ok);
+    ItemTable t;
+    char *err = input_read_items(p, &t);
+    CHECK_MSG(err == NULL, "%s", err);
+    CHECK(t.n_items == 3);
+    CHECK(strcmp(t.texts[0], "Title: A \xc3\xa9") == 0 && strcmp(t.texts[1], "Title: B") == 0);
+    CHECK(t.leaf[1] && strcmp(t.leaf[1], "Nails") == 0 && t.leaf[0] == NULL && t.leaf[2] == NULL);
+    item_table_free(&t);
+    unlink(p);
+    free(p);
+}
+
+static void items_error(const char *text, const char *needle) {
+    char *p = write_tmp(text);
+    ItemTable t;
+    char *err = input_read_items(p, &t);
+    CHECK_MSG(err && strstr(err, needle) && strstr(err, p), "for %s: got '%s', want '%s'", text, err ? err : "(none)", needle);
+    free(err);
+    unlink(p);
+    free(p);
+}
+
+static void test_items_errors(void) {
+    items_error("{\"item_id\": 1, \"text\": \"a\"}\n{\"item_id\": 2}\n", ":2: item 2 has no text");
+    items_error("{\"item_id\": 1, \"text\": \"  \"}\n", ":1: item 1 has no text");
+    items_error("{\"item_id\": 1, \"text\": \"a\"}\n{\"item_id\": 3, \"text\": \"c\"}\n", "item 2 has no record");
+    items_error("{\"item_id\": 1, \"text\": \"a\"}\n{\"item_id\": 1, \"text\": \"b\"}\n", ":2: item_id 1 repeats the record of line 1");
+    items_error("{\"item_id\": 1, \"text\": \"a\"\n", ":1: invalid JSON");
+    items_error("{\"item_id\": \"x\", \"text\": \"a\"}\n", ":1: missing or non-integer \"item_id\"");
+    items_error("{\"item_id\": 0, \"text\": \"a\"}\n", ":1: item_id 0 out of range");
+    items_error("", "no items");
+    ItemTable t;
+    char *err = input_read_items("/nonexistent/items.jsonl", &t);
+    CHECK(err && strstr(err, "/nonexistent/items.jsonl: cannot open items file"));
+    free(err);
+}
+
+static void test_sequences_parse(void) {
+    char *p = write_tmp("7 1 2 3\n\n9 3 3 1 2\r\n");
+    Sequences s;
+    char *err = input_read_sequences(p, 3, "items", &s);
+    CHECK_MSG(err == NULL, "%s", err);
+    CHECK(s.n_users == 2 && s.n_interactions == 7);
+    CHECK(s.user_ids[0] == 7 && s.user_ids[1] == 9);
+    CHECK(s.offsets[0] == 0 && s.offsets[1] == 3 && s.offsets[2] == 7);
+    int32_t want[] = {0, 1, 2, 2, 2, 0, 1};
+    CHECK(memcmp(s.items, want, sizeof want) == 0);
+    sequences_free(&s);
+    unlink(p);
+    free(p);
+}
+
+static void seq_error(const char *text, const char *needle) {
+    char *p = write_tmp(text);
+    Sequences s;
+    char *err = input_read_sequences(p, 5, "items.jsonl", &s);
+    CHECK_MSG(err && strstr(err, needle) && strstr(err, p), "for %s: got '%s', want '%s'", text, err ? err : "(none)", needle);
+    free(err);
+    unlink(p);
+    free(p);
+}
+
+static void test_sequences_errors(void) {
+    seq_error("1 1 2\n2 1 x3\n", ":2: 'x3' is not a number");
+    seq_error("1 1 2\nabc 1 2\n", ":2: 'abc' is not a number");
+    seq_error("1 1 2 6\n", ":1: item id 6 out of range 1..5 (the items of items.jsonl)");
+    seq_error("1 1 0\n", ":1: item id 0 out of range");
+    seq_error("1 1\n2\n", ":2: user 2 has no items");
+    seq_error("1 1 2.5\n", ":1: '2.5' is not a number");
+    seq_error("\n\n", "no users");
+}
+
+int main(int argc, char **argv) {
+    comm_init(&argc, &argv, "test_input");
+    RUN_TEST(test_items_parse);
+    RUN_TEST(test_items_errors);
+    RUN_TEST(test_sequences_parse);
+    RUN_TEST(test_sequences_errors);
+    return check_finish();
+}
