@@ -24,10 +24,12 @@ LIB_SRCS := $(filter-out $(addprefix src/,$(addsuffix .c,$(PROGS))),$(wildcard s
 LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/unit/*.c tests/mpi/*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 BINS := $(addprefix $(BUILD)/bin/,$(PROGS))
 DEPS_OK := build/.deps-ok
 
 .PHONY: all test demo bench data clean deps
+.SECONDARY:
 all: $(BINS)
 
 deps: $(DEPS_OK)
@@ -50,13 +52,18 @@ $(BUILD)/tests/%: tests/%.c $(LIB_OBJS) tests/check.h | $(DEPS_OK)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -Itests $< $(LIB_OBJS) -o $@ $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $< $(LIB_OBJS) -o $@ $(LDFLAGS) $(LDLIBS)
+
 test: $(BINS) $(TEST_BINS)
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run_tests.sh
 
 demo: $(BINS)
 	@BUILD=$(BUILD) scripts/demo.sh
 
-bench: $(BINS)
+bench: $(BINS) $(BENCH_BINS)
 	@BUILD=$(BUILD) scripts/bench.sh
 
 # Prepared Amazon sets from raw inputs (sequences.txt + items.jsonl per set)

@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -60,4 +62,31 @@ uint64_t fnv1a64(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
     for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
     return h;
+}
+
+int make_dirs(const char *path) {
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1; ; s++) {
+        char c = *s;
+        if (c == '/' || c == 0) {
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) { rc = -1; break; }
+            *s = c;
+        }
+        if (!c) break;
+    }
+    free(p);
+    return rc;
+}
+
+int write_file_atomic(const char *path, const char *text) {
+    char *tmp = xsprintf("%s.partial", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(text, f) >= 0;
+    if (f) ok = (fclose(f) == 0) && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) unlink(tmp);
+    free(tmp);
+    return ok ? 0 : -1;
 }
