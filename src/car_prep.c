@@ -1,5 +1,150 @@
-/* car_train CONFIG [-o section.key=value ...]: runs the stages of run.stages that are not done. */
+/* car_prep --sequences FILE --items FILE --out dataset.h5 [--dim D] [--embeddings FILE] [--seed S]
+ * Validates the raw inputs and writes the dataset file with item text embeddings, computed by
+ * the built-in TF-IDF + randomized SVD encoder with items sharded over ranks, or imported. */
 #include "comm.h"
-#include "config.h"
+#include "dataset.h"
+#include "input.h"
 #include "log.h"
-int main(int argc, char **argv) { comm_init(&argc, &argv, "car_train"); log_info("%s", comm_blas_info()); comm_finalize(); return 0; }
+#include "text.h"
+#include "util.h"
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: car_prep --sequences FILE --items FILE --out DATASET.h5 [options]\n"
+            "  --sequences FILE   one user a line: user_id item_id item_id ... (1-based, chronological)\n"
+            "  --items FILE       JSON lines, one per item id 1..V, with \"item_id\" and \"text\"\n"
+            "  --out FILE         dataset file to write (written atomically)\n"
+            "  --dim D            embedding width of the built-in encoder (default 128)\n"
+            "  --embeddings FILE  import a (V x D) float32/float64 matrix (.npy, or HDF5 [FILE:/dataset])\n"
+            "  --seed S           encoder random seed (default 1)\n"
+            "  --oversample N     randomized SVD oversampling (default 16)\n"
+            "  --power-iters N    randomized SVD power iterations (default 3)\n"
+            "  --min-df N         drop n-grams seen in fewer than N items (default 2)\n"
+            "  --hash-bits N      n-gram hash space 2^N (default 20)\n");
+}
+
+static long parse_long(const char *flag, const char *v, long lo, long hi) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) comm_fail("%s %s: expected an integer in [%ld, %ld]", flag, v, lo, hi);
+    return x;
+}
+
+typedef struct { int64_t min, max, median; double mean; } LengthStats;
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static LengthStats length_stats(const Sequences *s) {
+    int64_t *len = xmalloc(sizeof(int64_t) * (size_t)s->n_users);
+    for (int64_t u = 0; u < s->n_users; u++) len[u] = s->offsets[u + 1] - s->offsets[u];
+    qsort(len, (size_t)s->n_users, sizeof *len, cmp_i64);
+    LengthStats st = {len[0], len[s->n_users - 1], len[s->n_users / 2], (double)s->n_interactions / (double)s->n_users};
+    free(len);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    comm_init(&argc, &argv, "car_prep");
+    const char *seq_path = NULL, *items_path = NULL, *out_path = NULL, *import_path = NULL;
+    TextEncoderOptions enc;
+    text_encoder_defaults(&enc);
+    static struct option opts[] = {{"sequences", required_argument, 0, 's'}, {"items", required_argument, 0, 'i'},
+                                   {"out", required_argument, 0, 'o'},       {"dim", required_argument, 0, 'd'},
+                                   {"embeddings", required_argument, 0, 'e'}, {"seed", required_argument, 0, 'S'},
+                                   {"oversample", required_argument, 0, 'O'}, {"power-iters", required_argument, 0, 'q'},
+                                   {"min-df", required_argument, 0, 'm'},    {"hash-bits", required_argument, 0, 'b'},
+                                   {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': seq_path = optarg; break;
+        case 'i': items_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'e': import_path = optarg; break;
+        case 'd': enc.dim = (int)parse_long("--dim", optarg, 1, 4096); break;
+        case 'S': enc.seed = (uint64_t)parse_long("--seed", optarg, 0, 2147483647L); break;
+        case 'O': enc.oversample = (int)parse_long("--oversample", optarg, 0, 1024); break;
+        case 'q': enc.power_iters = (int)parse_long("--power-iters", optarg, 0, 50); break;
+        case 'm': enc.min_df = (int)parse_long("--min-df", optarg, 1, 1000000); break;
+        case 'b': enc.hash_bits = (int)parse_long("--hash-bits", optarg, 10, 28); break;
+        case 'h':
+            if (comm_rank() == 0) usage(stdout);
+            comm_finalize();
+            return 0;
+        default: comm_fail("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) comm_fail("unexpected argument '%s' (see --help)", argv[optind]);
+    if (!seq_path || !items_path || !out_path) comm_fail("--sequences, --items and --out are required (see --help)");
+    char *opt_err = text_encoder_check(&enc);
+    if (opt_err) comm_fail("%s", opt_err);
+    log_info("car_prep: %s", comm_blas_info());
+    double t0 = comm_wtime();
+
+    /* every rank reads and validates the inputs: the same error is seen everywhere */
+    ItemTable items;
+    char *err = input_read_items(items_path, &items);
+    if (err) comm_fail("%s", err);
+    Sequences seq;
+    if ((err = input_read_sequences(seq_path, items.n_items, items_path, &seq))) comm_fail("%s", err);
+    LengthStats ls = length_stats(&seq);
+    int64_t *seen = xcalloc((size_t)items.n_items, sizeof(int64_t)), unseen = 0;
+    for (int64_t i = 0; i < seq.n_interactions; i++) seen[seq.items[i]]++;
+    for (int64_t i = 0; i < items.n_items; i++) unseen += seen[i] == 0;
+    free(seen);
+    log_info("inputs: %lld users, %lld items, %lld interactions; length min %lld / median %lld / mean %.2f / max %lld; "
+             "%lld items never interacted with (%.1fs)",
+             (long long)seq.n_users, (long long)items.n_items, (long long)seq.n_interactions, (long long)ls.min,
+             (long long)ls.median, ls.mean, (long long)ls.max, (long long)unseen, comm_wtime() - t0);
+
+    int64_t lo, hi;
+    comm_split_range(items.n_items, comm_size(), comm_rank(), &lo, &hi);
+    float *emb = NULL;
+    int dim;
+    char encoder[256];
+    if (import_path) {
+        dim = text_import_embeddings(import_path, items.n_items, lo, hi, &emb);
+        snprintf(encoder, sizeof encoder, "imported from %s", import_path);
+        log_info("embeddings: imported %lld x %d from %s", (long long)items.n_items, dim, import_path);
+    } else {
+        dim = enc.dim;
+        emb = xmalloc(sizeof(float) * (size_t)((hi - lo) * dim + 1));
+        TextEncoderReport rep;
+        text_embed(items.texts + lo, hi - lo, items.n_items, &enc, emb, &rep);
+        snprintf(encoder, sizeof encoder,
+                 "tfidf-lsa: word 1-2 grams, hash_bits %d, min_df %d, randomized SVD dim %d oversample %d power_iters %d seed %llu",
+                 enc.hash_bits, enc.min_df, enc.dim, enc.oversample, enc.power_iters, (unsigned long long)enc.seed);
+        log_info("embeddings: %lld x %d, vocabulary %lld n-grams (df >= %d, of %lld seen), %lld non-zeros, explained "
+                 "variance %.4f, %lld items without a vocabulary term (%.1fs)",
+                 (long long)items.n_items, dim, (long long)rep.n_terms, enc.min_df, (long long)rep.n_buckets,
+                 (long long)rep.nnz, rep.explained_variance, (long long)rep.n_empty, rep.seconds);
+    }
+
+    const char *keys[] = {"created_by", "sequences", "items", "encoder"};
+    const char *values[] = {"car_prep", seq_path, items_path, encoder};
+    DatasetContent dc = {.n_users = seq.n_users, .n_items = items.n_items, .offsets = seq.offsets,
+                         .user_ids = seq.user_ids, .items = seq.items, .dim = dim, .item_lo = lo, .item_hi = hi,
+                         .embedding = emb, .texts = items.texts, .n_attrs = 4, .attr_keys = keys, .attr_values = values};
+    dataset_write(out_path, &dc);
+    int64_t rss = peak_rss_kib(), rss_max = rss;
+    double r = (double)rss;
+    comm_max_double(&r, 1);
+    rss_max = (int64_t)r;
+    log_info("wrote %s: %lld users, %lld items, %lld interactions, embedding dim %d; %.1fs on %d rank(s), peak memory "
+             "%.1f MiB per rank (max)",
+             out_path, (long long)seq.n_users, (long long)items.n_items, (long long)seq.n_interactions, dim,
+             comm_wtime() - t0, comm_size(), (double)rss_max / 1024.0);
+    free(emb);
+    item_table_free(&items);
+    sequences_free(&seq);
+    comm_finalize();
+    return 0;
+}

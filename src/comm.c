@@ -69,7 +69,7 @@ void comm_init(int *argc, char ***argv, const char *program) {
         int threads = usable_cores() / local;
         openblas_set_num_threads(threads < 1 ? 1 : threads);
     }
-    snprintf(blas_info, sizeof blas_info, "OpenBLAS %s, kernel %s, %d thread(s) per rank, %d rank(s), %d on this node",
+    snprintf(blas_info, sizeof blas_info, "BLAS: %s; kernel %s, %d thread(s) per rank, %d rank(s), %d on this node",
              openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), world_size, local);
 }
 

@@ -71,7 +71,12 @@ int make_dirs(const char *path) {
         char c = *s;
         if (c == '/' || c == 0) {
             *s = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) { rc = -1; break; }
+            struct stat st;
+            if (mkdir(p, 0777) != 0 && (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode))) {
+                if (errno == EEXIST) errno = ENOTDIR;
+                rc = -1;
+                break;
+            }
             *s = c;
         }
         if (!c) break;

@@ -39,17 +39,17 @@ run_one() { # label, command...
 
 for t in "$BUILD"/tests/unit/*; do
     [ -x "$t" ] || continue
-    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    [ -n "$FILTER" ] && [[ "$(basename "$t")" != *$FILTER* ]] && continue
     run_one "unit/$(basename "$t")" mpirun -n 1 "$t"
 done
 for t in "$BUILD"/tests/mpi/*; do
     [ -x "$t" ] || continue
-    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    [ -n "$FILTER" ] && [[ "$(basename "$t")" != *$FILTER* ]] && continue
     for n in $RANKS; do run_one "mpi/$(basename "$t") -n $n" mpirun -n "$n" "$t"; done
 done
 for t in tests/cli/test_*.sh; do
     [ -f "$t" ] || continue
-    [ -n "$FILTER" ] && [[ "$t" != *$FILTER* ]] && continue
+    [ -n "$FILTER" ] && [[ "$(basename "$t")" != *$FILTER* ]] && continue
     run_one "cli/$(basename "$t")" bash "$t"
 done
 rm -rf "$LOG"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# make bench: what this machine does with CAR. Prints what ran, ranks, threads, BLAS kernel,
+# medians of several runs and ratios where a comparison is meant.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BUILD=${BUILD:-build}
+BIN=$BUILD/bin
+REPS=${BENCH_REPS:-3}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+AMAZON_DIR=${AMAZON_DIR:-../shared/data/amazon}
+OUT=${BENCH_DIR:-build/bench-work}
+mkdir -p "$OUT"
+
+echo "== CAR benchmarks $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (auto)}"
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "== sgemm peak (bench_sgemm 1024, median of 7): the denominator of every FLOP/s share below"
+for t in 1 2; do OPENBLAS_NUM_THREADS=$t "$BUILD/bench/bench_sgemm" 1024 7; done
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+    echo "-- the same with the kernel CAR picks when OPENBLAS_CORETYPE is unset:"
+    for t in 1 2; do env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=$t "$BUILD/bench/bench_sgemm" 1024 7; done
+fi
+
+# the input: Beauty when available, else a synthetic set of similar size
+if [ -f "$AMAZON_DIR/beauty/sequences.txt" ]; then
+    SEQ=$AMAZON_DIR/beauty/sequences.txt ITEMS=$AMAZON_DIR/beauty/items.jsonl NAME=beauty
+else
+    "$BIN/car_synth" --out "$OUT/synth20k" --users 20000 --items 10000 --seed 1 >/dev/null
+    SEQ=$OUT/synth20k/sequences.txt ITEMS=$OUT/synth20k/items.jsonl NAME=synth20k
+fi
+
+echo "== car_prep on $NAME (dim 128), median of $REPS runs, 1 BLAS thread per rank"
+declare -A prep_time
+for n in 1 2; do
+    times=()
+    for r in $(seq "$REPS"); do
+        log=$(OPENBLAS_NUM_THREADS=1 mpirun -n "$n" "$BIN/car_prep" --sequences "$SEQ" --items "$ITEMS" --out "$OUT/$NAME.h5" 2>&1)
+        times+=("$(echo "$log" | sed -n 's/.* \([0-9.]*\)s on [0-9]* rank(s), peak memory \([0-9.]*\) MiB.*/\1/p')")
+        mem=$(echo "$log" | sed -n 's/.*peak memory \([0-9.]*\) MiB.*/\1/p')
+    done
+    prep_time[$n]=$(printf '%s\n' "${times[@]}" | median)
+    echo "car_prep ranks=$n: median ${prep_time[$n]} s (runs: ${times[*]}), peak memory ${mem} MiB per rank"
+done
+echo "car_prep speed-up 1 -> 2 ranks: $(awk -v a="${prep_time[1]}" -v b="${prep_time[2]}" 'BEGIN {printf "%.2fx", a / b}')"
+
+if [ -x scripts/bench_kmeans.sh ]; then
+    echo "== residual k-means (SID stage)"
+    DATASET="$OUT/$NAME.h5" scripts/bench_kmeans.sh
+fi

@@ -1,0 +1,288 @@
+/* layers: forward/backward kernels of the chunk Transformer. Matrix products via cblas_sgemm. */
+#include "layers.h"
+#include "config.h"
+#include "rng.h"
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
+    if (N == 0) return;
+    if (bias)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, bias ? 1.0f : 0.0f, out,
+                OC);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC) {
+    if (N == 0) return;
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias)
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC;
+            for (int o = 0; o < OC; o++) dbias[o] += d[o];
+        }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias,
+                       int N, int C) {
+    const float eps = 1e-5f;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float m = 0;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float var = 0;
+        for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
+        var /= C;
+        float s = 1.0f / sqrtf(var + eps);
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        /* dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * weight */
+        float dnorm_mean = 0, dnorm_norm_mean = 0;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
+            dnorm_mean += dxhat;
+            dnorm_norm_mean += dxhat * xhat;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
+            dbias[c] += dy[c];
+            dweight[c] += xhat * dy[c];
+            dx[c] += s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
+        }
+    }
+}
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
+
+void gelu_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float t = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - t * t;
+        float local = 0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += local * dout[i];
+    }
+}
+
+void residual_forward(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+size_t attention_size(const int *off, int B, int NH) {
+    size_t s = 0;
+    for (int b = 0; b < B; b++) {
+        size_t T = (size_t)(off[b + 1] - off[b]);
+        s += (size_t)NH * T * T;
+    }
+    return s;
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++) {
+        int T = off[b + 1] - off[b];
+        if (T == 0) continue;
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)off[b] * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
+            float *P = att;
+            att += (size_t)T * T;
+            /* P (T,T) = softmax(q k^T * scale) over j <= i */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C, 0.0f, P, T);
+            for (int i = 0; i < T; i++) {
+                float *row = P + (size_t)i * T, mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int j = 0; j <= i; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= i; j++) row[j] *= inv;
+                for (int j = i + 1; j < T; j++) row[j] = 0;
+            }
+            /* out (T,hs) = P v */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, v, 3 * C, 0.0f,
+                        out + (size_t)off[b] * C + h * hs, C);
+        }
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int *off, int B,
+                        int C, int NH, float *scratch) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++) {
+        int T = off[b + 1] - off[b];
+        if (T == 0) continue;
+        for (int h = 0; h < NH; h++) {
+            size_t o3 = (size_t)off[b] * 3 * C + h * hs;
+            const float *q = qkv + o3, *k = q + C, *v = q + 2 * C;
+            float *dq = dqkv + o3, *dk = dq + C, *dv = dq + 2 * C;
+            const float *dO = dout + (size_t)off[b] * C + h * hs;
+            const float *P = att;
+            att += (size_t)T * T;
+            float *dP = scratch;
+            /* dP (T,T) = dO v^T; dv += P^T dO */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, 3 * C, 0.0f, dP, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, dO, C, 1.0f, dv, 3 * C);
+            /* softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), zero above the diagonal */
+            for (int i = 0; i < T; i++) {
+                const float *p = P + (size_t)i * T;
+                float *d = dP + (size_t)i * T, dot = 0;
+                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
+                for (int j = i + 1; j < T; j++) d[j] = 0;
+            }
+            /* dq += scale dS k; dk += scale dS^T q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, dP, T, k, 3 * C, 1.0f, dq, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, dP, T, q, 3 * C, 1.0f, dk, 3 * C);
+        }
+    }
+}
+
+/* row r continues the chunk of row r - 1 */
+static inline int continues(const int8_t *level, int r) { return r > 0 && level[r] == level[r - 1] + 1; }
+
+void fusion_forward(float *out, const float *inp, const int8_t *level, int N, int C, int mode) {
+    if (mode == FUSION_NONE) {
+        memcpy(out, inp, (size_t)N * C * sizeof(float));
+        return;
+    }
+    /* first the running sum over the chunk, then the mean divides it */
+    for (int r = 0; r < N; r++) {
+        float *y = out + (size_t)r * C;
+        const float *x = inp + (size_t)r * C;
+        if (continues(level, r)) {
+            const float *acc = y - C;
+            for (int c = 0; c < C; c++) y[c] = acc[c] + x[c];
+        } else {
+            memcpy(y, x, (size_t)C * sizeof(float));
+        }
+    }
+    if (mode == FUSION_MEAN)
+        for (int r = 0; r < N; r++) {
+            float inv = 1.0f / (float)(level[r] + 1);
+            float *y = out + (size_t)r * C;
+            for (int c = 0; c < C; c++) y[c] *= inv;
+        }
+}
+
+void fusion_backward(float *dinp, const float *dout, const int8_t *level, int N, int C, int mode) {
+    if (mode == FUSION_NONE) {
+        for (size_t i = 0; i < (size_t)N * C; i++) dinp[i] += dout[i];
+        return;
+    }
+    /* dinp_r = sum over the chunk's rows r' >= r of dout_r' (/ (level[r'] + 1) for the mean):
+     * a reverse running sum, carried in acc */
+    float acc[C];
+    for (int r = N - 1; r >= 0; r--) {
+        const float *dy = dout + (size_t)r * C;
+        float w = mode == FUSION_MEAN ? 1.0f / (float)(level[r] + 1) : 1.0f;
+        int fresh = r == N - 1 || !continues(level, r + 1);
+        for (int c = 0; c < C; c++) acc[c] = (fresh ? 0.0f : acc[c]) + w * dy[c];
+        float *dx = dinp + (size_t)r * C;
+        for (int c = 0; c < C; c++) dx[c] += acc[c];
+    }
+}
+
+void embedding_forward(float *out, const int *rows, const int32_t *ids, int n, const float *table, int C) {
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)(rows ? rows[i] : i) * C, table + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+}
+
+void embedding_backward(float *dtable, const int *rows, const int32_t *ids, int n, const float *dout, int C) {
+    for (int i = 0; i < n; i++) {
+        float *dt = dtable + (size_t)ids[i] * C;
+        const float *dy = dout + (size_t)(rows ? rows[i] : i) * C;
+        for (int c = 0; c < C; c++) dt[c] += dy[c];
+    }
+}
+
+void dropout_apply(float *x, int N, int C, float p, uint64_t seed, uint64_t stream, const uint64_t *row_key) {
+    if (p <= 0) return;
+    uint32_t thr = (uint32_t)lround((double)p * 65536.0);
+    if (thr >= 65536) {
+        memset(x, 0, (size_t)N * C * sizeof(float));
+        return;
+    }
+    float scale = (float)(65536.0 / (65536.0 - thr));
+    int groups = (C + 3) / 4; /* one 64-bit draw gives four 16-bit units */
+    for (int r = 0; r < N; r++) {
+        float *y = x + (size_t)r * C;
+        uint64_t base = row_key[r] * (uint64_t)groups;
+        for (int g = 0; g < groups; g++) {
+            uint64_t bits = rng_u64(seed, stream, base + (uint64_t)g);
+            for (int j = 0; j < 4 && 4 * g + j < C; j++) {
+                uint32_t u = (uint32_t)(bits >> (16 * j)) & 0xffffu;
+                y[4 * g + j] = u >= thr ? y[4 * g + j] * scale : 0.0f;
+            }
+        }
+    }
+}
+
+void softmax_rows_max(const float *x, int N, int K, int ld, float *mx) {
+    for (int n = 0; n < N; n++) {
+        const float *row = x + (size_t)n * ld;
+        float m = mx[n];
+        for (int k = 0; k < K; k++) m = row[k] > m ? row[k] : m;
+        mx[n] = m;
+    }
+}
+
+void softmax_rows_exp(float *x, int N, int K, int ld, const float *mx, float *sum) {
+    for (int n = 0; n < N; n++) {
+        float *row = x + (size_t)n * ld, m = mx[n], s = 0;
+        for (int k = 0; k < K; k++) {
+            row[k] = expf(row[k] - m);
+            s += row[k];
+        }
+        sum[n] += s;
+    }
+}
+
+void softmax_rows_grad(float *x, int N, int K, int ld, const float *sum, const int32_t *target, float dscale) {
+    for (int n = 0; n < N; n++) {
+        float *row = x + (size_t)n * ld, f = dscale / sum[n];
+        for (int k = 0; k < K; k++) row[k] *= f;
+        if (target[n] >= 0 && target[n] < K) row[target[n]] -= dscale;
+    }
+}
+
+double crossentropy_forward_backward(float *x, int N, int K, const int32_t *target, float dscale, float *mx,
+                                     float *sum) {
+    double loss = 0;
+    for (int n = 0; n < N; n++) {
+        mx[n] = -INFINITY;
+        sum[n] = 0;
+    }
+    softmax_rows_max(x, N, K, K, mx);
+    for (int n = 0; n < N; n++) loss -= x[(size_t)n * K + target[n]] - mx[n];
+    softmax_rows_exp(x, N, K, K, mx, sum);
+    for (int n = 0; n < N; n++) loss += log(sum[n]);
+    if (dscale != 0) softmax_rows_grad(x, N, K, K, sum, target, dscale);
+    return loss;
+}
