@@ -40,6 +40,8 @@ void user_slice_free(UserSlice *s);
  *                max_history+1 items (each item is the target of the ones before it).
  * Returns 0 when the user has nothing for that split (too short). */
 typedef enum { SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST } Split;
+/* 1 if a sequence of n items has something for split (its length is all that matters). */
+int dataset_split_exists(int64_t n, Split split);
 int dataset_split(const int32_t *seq, int64_t n, Split split, int max_history, const int32_t **hist, int64_t *hist_len,
                   int32_t *target);
 

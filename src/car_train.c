@@ -5,6 +5,7 @@
 #include "config.h"
 #include "log.h"
 #include "sid.h"
+#include "train.h"
 #include "util.h"
 #include <errno.h>
 #include <stdio.h>
@@ -67,8 +68,19 @@ int main(int argc, char **argv) {
     }
     prepare_run_dir(&cfg);
     if (config_has_stage(&cfg, "sid")) sid_stage_run(&cfg);
-    if (config_has_stage(&cfg, "train") || config_has_stage(&cfg, "eval"))
-        log_warn("stages train and eval are not part of this build yet: ran %s only", "sid");
+    if (config_has_stage(&cfg, "train")) {
+        /* the command line goes into results.json so that anyone can rerun it */
+        char *command = xstrdup(argv[0]);
+        for (int i = 1; i < argc; i++) {
+            char *next = xsprintf("%s %s", command, argv[i]);
+            free(command);
+            command = next;
+        }
+        train_stage_run(&cfg, command);
+        free(command);
+    } else if (config_has_stage(&cfg, "eval")) {
+        comm_fail("stage eval without train needs a saved model, which this build does not write yet: use run.stages = \"sid,train,eval\"");
+    }
     config_free(&cfg);
     free(overrides);
     comm_finalize();

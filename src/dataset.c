@@ -80,27 +80,23 @@ void user_slice_free(UserSlice *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* index of the target (TEST, VALID) or one past the training part (TRAIN) */
+static int64_t split_end(int64_t n, Split split) { return split == SPLIT_TEST ? n - 1 : n - 2; }
+
+int dataset_split_exists(int64_t n, Split split) {
+    /* TRAIN needs an input and a next item; VALID and TEST at least one history item */
+    return split_end(n, split) >= (split == SPLIT_TRAIN ? 2 : 1);
+}
+
 int dataset_split(const int32_t *seq, int64_t n, Split split, int max_history, const int32_t **hist, int64_t *hist_len,
                   int32_t *target) {
-    int64_t end; /* index of the target (TEST, VALID) or one past the training part (TRAIN) */
-    switch (split) {
-    case SPLIT_TEST: end = n - 1; break;
-    case SPLIT_VALID: end = n - 2; break;
-    default: end = n - 2; break;
-    }
-    if (split == SPLIT_TRAIN) {
-        if (end < 2) return 0; /* needs an input and a next item */
-        int64_t keep = end < (int64_t)max_history + 1 ? end : (int64_t)max_history + 1;
-        *hist = seq + end - keep;
-        *hist_len = keep;
-        *target = -1;
-        return 1;
-    }
-    if (end < 1) return 0; /* needs at least one history item */
-    int64_t keep = end < max_history ? end : max_history;
+    if (!dataset_split_exists(n, split)) return 0;
+    int64_t end = split_end(n, split);
+    int64_t cap = split == SPLIT_TRAIN ? (int64_t)max_history + 1 : max_history;
+    int64_t keep = end < cap ? end : cap;
     *hist = seq + end - keep;
     *hist_len = keep;
-    *target = seq[end];
+    *target = split == SPLIT_TRAIN ? -1 : seq[end];
     return 1;
 }
 

@@ -2,6 +2,7 @@
 #include "layers.h"
 #include "config.h"
 #include "rng.h"
+#include "vmath.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -71,20 +72,31 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
 
+#define GELU_BLOCK 256 /* tanh is taken a block at a time (vectorised) */
+
 void gelu_forward(float *out, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
+        size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        const float *x = inp + i0;
+        float t[GELU_BLOCK];
+        for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+        vtanh(t, nb);
+        for (size_t i = 0; i < nb; i++) out[i0 + i] = 0.5f * x[i] * (1.0f + t[i]);
     }
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float t = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
-        float sech2 = 1.0f - t * t;
-        float local = 0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += local * dout[i];
+    for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
+        size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        const float *x = inp + i0;
+        float t[GELU_BLOCK];
+        for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+        vtanh(t, nb);
+        for (size_t i = 0; i < nb; i++) {
+            float sech2 = 1.0f - t[i] * t[i];
+            float local = 0.5f * (1.0f + t[i]) + 0.5f * x[i] * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
+            dinp[i0 + i] += local * dout[i0 + i];
+        }
     }
 }
 
@@ -254,14 +266,7 @@ void softmax_rows_max(const float *x, int N, int K, int ld, float *mx) {
 }
 
 void softmax_rows_exp(float *x, int N, int K, int ld, const float *mx, float *sum) {
-    for (int n = 0; n < N; n++) {
-        float *row = x + (size_t)n * ld, m = mx[n], s = 0;
-        for (int k = 0; k < K; k++) {
-            row[k] = expf(row[k] - m);
-            s += row[k];
-        }
-        sum[n] += s;
-    }
+    for (int n = 0; n < N; n++) sum[n] += vexp_shift_sum(x + (size_t)n * ld, (size_t)K, mx[n]);
 }
 
 void softmax_rows_grad(float *x, int N, int K, int ld, const float *sum, const int32_t *target, float dscale) {

@@ -299,11 +299,11 @@ static void gram(const double *y, int64_t n, int s, double *g) {
 
 /* Columns of y (n x s, rows spread over ranks) made orthonormal over all ranks: y <- y V L^-1/2
  * from the eigen-decomposition of the Gram matrix. Directions without weight (rank-deficient y)
- * become zero columns instead of failing like Cholesky would. Two passes restore the accuracy
- * the squared condition number costs. */
-static void orthonormalize(double *y, int64_t n, int s, double *tmp) {
+ * become zero columns instead of failing like Cholesky would. A second pass restores the
+ * accuracy the squared condition number costs; the power iterations only need the span. */
+static void orthonormalize(double *y, int64_t n, int s, double *tmp, int passes) {
     double *g = xmalloc(sizeof(double) * (size_t)s * (size_t)s), *w = xmalloc(sizeof(double) * (size_t)s);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         gram(y, n, s, g);
         if (comm_rank() == 0) { /* one rank decides, so no rank can pick another eigenvector sign */
             sym_eig(g, s, w);
@@ -343,14 +343,21 @@ static void lsa(const TextTfidf *m, const TextEncoderOptions *o, float *out, Tex
         double *z = xmalloc(sizeof(double) * (size_t)(T * s)); /* term space, T x s */
         double *y = xmalloc(sizeof(double) * (size_t)(n * s)); /* item space, n x s (local rows) */
         double *tmp = xmalloc(sizeof(double) * (size_t)(n * s));
-        for (int64_t t = 0; t < T; t++)
+        /* Omega (T x s): only the rows of the terms this rank's items use are ever read */
+        unsigned char *drawn = xcalloc((size_t)T, 1);
+        for (int64_t k = 0; k < m->row_ptr[n]; k++) {
+            int64_t t = m->cols[k];
+            if (drawn[t]) continue;
+            drawn[t] = 1;
             for (int j = 0; j < s; j++) z[t * s + j] = rng_normal(o->seed, STREAM_OMEGA + (uint64_t)j, (uint64_t)t);
+        }
+        free(drawn);
         csr_times(m, z, s, y);
-        orthonormalize(y, n, s, tmp);
+        orthonormalize(y, n, s, tmp, o->power_iters > 0 ? 1 : 2);
         for (int it = 0; it < o->power_iters; it++) {
             csr_t_times(m, y, s, z);
             csr_times(m, z, s, y);
-            orthonormalize(y, n, s, tmp);
+            orthonormalize(y, n, s, tmp, it + 1 < o->power_iters ? 1 : 2);
             log_info("text: power iteration %d/%d (%.2fs)", it + 1, o->power_iters, comm_wtime() - t0);
         }
         /* B = Q^T A = Z^T; B B^T = Z^T Z = W Sigma^2 W^T, computed over slices of the terms */

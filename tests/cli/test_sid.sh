@@ -2,10 +2,9 @@
 # The sid stage from the command line: /sid/codes and the centroids are byte-identical for 1, 2,
 # 3, 4 and 8 ranks (and 2 BLAS threads) on random data and on Amazon Beauty (a prepared dataset,
 # or one made with car_prep); bad inputs give a one-line error and leave no sids.h5 behind.
-# The stage runs through tests/mpi/test_sid CONFIG [-o ...] (the same call as car_train's stage).
+# The stage runs as `car_train CONFIG -o run.stages=sid`.
 source "$(dirname "$0")/lib.sh"
-BUILD_DIR=${CAR_BUILD:-$(dirname "$BIN")}
-SID=${SID_RUN:-$BUILD_DIR/tests/mpi/test_sid}
+SID=("$BIN/car_train" -o run.stages=sid)
 PY=/usr/bin/python3
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -59,7 +58,7 @@ across_ranks() {
     for r in $runs; do
         local n=${r%t2} threads=1
         [ "$r" = "1t2" ] && threads=2
-        if ! OPENBLAS_NUM_THREADS=$threads mpirun -n "$n" "$SID" "$cfg" -o "run.dir=\"$TMP/$name-$r\"" \
+        if ! OPENBLAS_NUM_THREADS=$threads mpirun -n "$n" "${SID[@]}" "$cfg" -o "run.dir=\"$TMP/$name-$r\"" \
             >"$TMP/$name-$r.log" 2>&1; then
             ok=0; why="run at -n $n failed: $(tail -n 3 "$TMP/$name-$r.log")"; break
         fi
@@ -81,7 +80,7 @@ sid = { levels = 3; codebook = [64, 32, 48]; iters = 25; tol = 1e-5; seed = 3; }
 C
 across_ranks random "$TMP/rand.cfg"
 if codes_sane "$TMP/random-1/sids.h5" 3000 3 64 32 48; then pass "random: codes in range"; else fail "random: codes in range"; fi
-if grep -q "reusing" <(mpirun -n 2 "$SID" "$TMP/rand.cfg" -o "run.dir=\"$TMP/random-1\"" 2>&1); then
+if grep -q "reusing" <(mpirun -n 2 "${SID[@]}" "$TMP/rand.cfg" -o "run.dir=\"$TMP/random-1\"" 2>&1); then
     pass "random: a 2-rank run reuses the 1-rank sids.h5"
 else
     fail "random: a 2-rank run reuses the 1-rank sids.h5"
@@ -101,15 +100,15 @@ sid = { levels = 3; codebook = [16, 300, 8]; };
 run = { dir = "$TMP/bad"; };
 C
 expect_error "codebook larger than the items" \
-    "test_sid: error: key 'sid.codebook' = 300 at level 2 exceeds the 120 items of .*small.h5" "$TMP/bad/sids.h5" -- \
-    mpirun -n 2 "$SID" "$TMP/small.cfg"
-expect_error "dataset without embeddings" "test_sid: error: .*noemb.h5: .*missing /items/embedding" "$TMP/bad/sids.h5" -- \
-    mpirun -n 2 "$SID" "$TMP/small.cfg" -o sid.codebook=8 -o "data.path=\"$TMP/noemb.h5\""
-expect_error "sid.levels out of range" "test_sid: error: .*key 'sid.levels' = 9 is out of range \[0, 8\]" "$TMP/bad/sids.h5" -- \
-    mpirun -n 2 "$SID" "$TMP/small.cfg" -o sid.levels=9
-expect_error "missing dataset" "test_sid: error: .*nope.h5: no such file" "$TMP/bad/sids.h5" -- \
-    mpirun -n 2 "$SID" "$TMP/small.cfg" -o sid.codebook=8 -o "data.path=\"$TMP/nope.h5\""
-expect_ok "sid.levels = 0 skips the stage" -- mpirun -n 2 "$SID" "$TMP/small.cfg" -o sid.levels=0
+    "car_train: error: key 'sid.codebook' = 300 at level 2 exceeds the 120 items of .*small.h5" "$TMP/bad/sids.h5" -- \
+    mpirun -n 2 "${SID[@]}" "$TMP/small.cfg"
+expect_error "dataset without embeddings" "car_train: error: .*noemb.h5: .*missing /items/embedding" "$TMP/bad/sids.h5" -- \
+    mpirun -n 2 "${SID[@]}" "$TMP/small.cfg" -o sid.codebook=8 -o "data.path=\"$TMP/noemb.h5\""
+expect_error "sid.levels out of range" "car_train: error: .*key 'sid.levels' = 9 is out of range \[0, 8\]" "$TMP/bad/sids.h5" -- \
+    mpirun -n 2 "${SID[@]}" "$TMP/small.cfg" -o sid.levels=9
+expect_error "missing dataset" "car_train: error: .*nope.h5: no such file" "$TMP/bad/sids.h5" -- \
+    mpirun -n 2 "${SID[@]}" "$TMP/small.cfg" -o sid.codebook=8 -o "data.path=\"$TMP/nope.h5\""
+expect_ok "sid.levels = 0 skips the stage" -- mpirun -n 2 "${SID[@]}" "$TMP/small.cfg" -o sid.levels=0
 if [ -e "$TMP/bad/sids.h5" ]; then fail "sid.levels = 0 makes no sids.h5"; else pass "sid.levels = 0 makes no sids.h5"; fi
 
 # --- Amazon Beauty, 3 levels of 256 codes

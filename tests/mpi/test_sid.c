@@ -1,8 +1,6 @@
 /* sid stage: computes sids.h5 and sid_report.json, reuses them while config and embeddings
  * match, recomputes when either changes, skips at sid.levels = 0; the embedding hash does not
- * depend on the number of ranks.
- * With arguments it runs the stage alone, like `car_train CONFIG -o run.stages=sid`:
- *   test_sid CONFIG [-o section.key=value ...]   (used by tests/cli/test_sid.sh) */
+ * depend on the number of ranks. (tests/cli/test_sid.sh runs it through car_train.) */
 #include "check.h"
 #include "config.h"
 #include "dataset.h"
@@ -169,25 +167,8 @@ static void test_hash_split_independent(void) {
     CHECK(sid_embedding_hash(x + lo * D, hi - lo, D) != want);
 }
 
-static int stage_alone(int argc, char **argv) {
-    char **ov = xmalloc(sizeof(char *) * (size_t)argc);
-    int n_ov = 0;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) ov[n_ov++] = argv[++i];
-        else comm_fail("unknown argument '%s' (usage: test_sid CONFIG [-o section.key=value ...])", argv[i]);
-    }
-    CarConfig cfg;
-    config_load(&cfg, argv[1], n_ov, ov);
-    sid_stage_run(&cfg);
-    config_free(&cfg);
-    free(ov);
-    comm_finalize();
-    return 0;
-}
-
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_sid");
-    if (argc > 1) return stage_alone(argc, argv);
     char buf[256] = "";
     if (comm_rank() == 0) {
         snprintf(buf, sizeof buf, "/tmp/car_test_sid_XXXXXX");

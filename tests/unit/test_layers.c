@@ -11,6 +11,7 @@
 #include "rng.h"
 #include "uidhead.h"
 #include "util.h"
+#include "vmath.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -378,6 +379,35 @@ static void test_dropout(void) {
     free(x);
 }
 
+/* ------------------------------------------------------------------ vmath */
+static void test_vmath(void) {
+    enum { n = 4003 }; /* not a multiple of the vector width */
+    static float x[n], t[n];
+    for (int i = 0; i < n; i++) {
+        x[i] = -100.0f + 103.0f * i / n; /* exp(x - 3) over [-103, 0] */
+        t[i] = -12.0f + 24.0f * i / n;
+    }
+    t[7] = 1e-3f;
+    t[8] = -3e-2f;
+    double want = 0, worst_e = 0, worst_t = 0;
+    for (int i = 0; i < n; i++) want += exp((double)(x[i] - 3.0f)); /* the float argument, as computed */
+    float *y = xmalloc(sizeof x);
+    memcpy(y, x, sizeof x);
+    float sum = vexp_shift_sum(y, n, 3.0f);
+    for (int i = 0; i < n; i++) {
+        double e = exp((double)(x[i] - 3.0f));
+        if (e > 1e-37) worst_e = fmax(worst_e, fabs(y[i] - e) / e);
+    }
+    CHECK_MSG(worst_e < 1e-6, "exp relative error %.3g", worst_e);
+    CHECK_CLOSE(sum, want, 1e-5);
+    memcpy(y, t, sizeof t);
+    vtanh(y, n);
+    for (int i = 0; i < n; i++) worst_t = fmax(worst_t, fabs(y[i] - tanh((double)t[i])) / fmax(fabs(tanh((double)t[i])), 1e-3));
+    CHECK_MSG(worst_t < 1e-6, "tanh relative error %.3g", worst_t);
+    if (comm_rank() == 0) printf("    exp max rel error %.2e, tanh %.2e\n", worst_e, worst_t);
+    free(y);
+}
+
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_layers");
     RUN_TEST(test_matmul);
@@ -389,5 +419,6 @@ int main(int argc, char **argv) {
     RUN_TEST(test_crossentropy);
     RUN_TEST(test_uid_head);
     RUN_TEST(test_dropout);
+    RUN_TEST(test_vmath);
     return check_finish();
 }

@@ -1,0 +1,27 @@
+/* eval: leave-one-out full-ranking evaluation (DESIGN.md sections 1 and 2). Every user with a
+ * target in the split is scored against all items in one forward pass over the history:
+ * fast thinking ranks by the UID logit; slow thinking (think_weight > 0) by
+ * log p_u(i) + beta * sum_{l < think_levels} log p_l(s_i^l). Metrics need no top-K list: the
+ * target's rank is the number of items scoring above it (ties count against the target). */
+#ifndef CAR_EVAL_H
+#define CAR_EVAL_H
+#include "dataset.h"
+#include "metrics.h"
+#include "model.h"
+
+typedef struct {
+    int max_history, batch_size;
+    double think_weight; /* beta; 0: fast thinking */
+    int think_levels;    /* levels used by slow thinking; 0: all trained levels */
+    int filter_history;  /* 1: items of the history (other than the target) are not ranked */
+} EvalOptions;
+
+void eval_options_from_config(EvalOptions *o, const CarConfig *cfg);
+/* Collective. Ranks the split's target of every user in users (this rank's slice) and sums
+ * the metrics over all ranks into out. */
+void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out);
+/* Collective. Mean training-objective loss on the split's targets (each history plus its
+ * target as one training window, dropout off): for the ar mode, which has no ranking yet. */
+double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOptions *o);
+
+#endif

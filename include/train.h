@@ -1,0 +1,13 @@
+/* train: the "train" stage of car_train. Epochs over users in a seeded order, global batches
+ * split over the ranks that own their users, gradients summed over ranks, AdamW, validation
+ * every few epochs with early stopping, test at the best validation epoch. Writes
+ * run.dir/metrics.jsonl (one JSON object per log interval and evaluation) and
+ * run.dir/results.json. */
+#ifndef CAR_TRAIN_H
+#define CAR_TRAIN_H
+#include "config.h"
+
+/* command: the command line that started the run, recorded in results.json. */
+void train_stage_run(const CarConfig *cfg, const char *command);
+
+#endif

@@ -1,0 +1,84 @@
+/* vmath: vectorised exp and tanh (Cephes polynomial for exp on [-ln2/2, ln2/2], 2^n by exponent
+ * bits), with a scalar libm path for CPUs without AVX2/FMA and for the tails. */
+#include "vmath.h"
+#include <math.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define VMATH_AVX2 1
+
+__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.33654f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* x - n ln2, ln2 in two parts */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e)); /* p * 2^n, n in [-126, 127] by the clamp */
+}
+
+__attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *x, size_t n, float shift) {
+    __m256 s = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 y = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, y);
+        s = _mm256_add_ps(s, y);
+    }
+    float lanes[8], sum = 0;
+    _mm256_storeu_ps(lanes, s);
+    for (int j = 0; j < 8; j++) sum += lanes[j];
+    for (; i < n; i++) sum += x[i] = expf(x[i] - shift);
+    return sum;
+}
+
+/* tanh(u) = 1 - 2 / (exp(2u) + 1); near 0 that cancels, so |u| < 0.25 uses the series */
+__attribute__((target("avx2,fma"))) static void tanh_avx2(float *x, size_t n) {
+    size_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        __m256 big = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(exp8(_mm256_mul_ps(two, u)), one)));
+        __m256 u2 = _mm256_mul_ps(u, u); /* u - u^3/3 + 2u^5/15 - 17u^7/315 + 62u^9/2835 */
+        __m256 q = _mm256_fmadd_ps(u2, _mm256_set1_ps(62.0f / 2835.0f), _mm256_set1_ps(-17.0f / 315.0f));
+        q = _mm256_fmadd_ps(u2, q, _mm256_set1_ps(2.0f / 15.0f));
+        q = _mm256_fmadd_ps(u2, q, _mm256_set1_ps(-1.0f / 3.0f));
+        __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(u2, u), q, u);
+        __m256 mask = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), u), _mm256_set1_ps(0.25f), _CMP_LT_OQ);
+        _mm256_storeu_ps(x + i, _mm256_blendv_ps(big, small, mask));
+    }
+    for (; i < n; i++) x[i] = tanhf(x[i]);
+}
+
+static int have_avx2(void) {
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return have;
+}
+#endif
+
+float vexp_shift_sum(float *x, size_t n, float shift) {
+#ifdef VMATH_AVX2
+    if (have_avx2()) return exp_shift_sum_avx2(x, n, shift);
+#endif
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) sum += x[i] = expf(x[i] - shift);
+    return sum;
+}
+
+void vtanh(float *x, size_t n) {
+#ifdef VMATH_AVX2
+    if (have_avx2()) {
+        tanh_avx2(x, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+}
