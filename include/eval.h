@@ -20,6 +20,9 @@ void eval_options_from_config(EvalOptions *o, const CarConfig *cfg);
 /* Collective. Ranks the split's target of every user in users (this rank's slice) and sums
  * the metrics over all ranks into out. */
 void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out);
+/* Collective. The popularity baseline: every item scored by how often it occurs in the
+ * training parts of all users (ties count against the target, as everywhere). */
+void eval_popularity(const UserSlice *users, int64_t n_items, Split split, const EvalOptions *o, MetricSums *out);
 /* Collective. Mean training-objective loss on the split's targets (each history plus its
  * target as one training window, dropout off): for the ar mode, which has no ranking yet. */
 double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOptions *o);

@@ -24,7 +24,7 @@ static void usage(FILE *out) {
             "  --oversample N     randomized SVD oversampling (default 16)\n"
             "  --power-iters N    randomized SVD power iterations (default 3)\n"
             "  --min-df N         drop n-grams seen in fewer than N items (default 2)\n"
-            "  --hash-bits N      n-gram hash space 2^N (default 20)\n");
+            "  --hash-bits N      n-gram hash space 2^N, 8..26 (default 20)\n");
 }
 
 static long parse_long(const char *flag, const char *v, long lo, long hi) {
@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
         case 'O': enc.oversample = (int)parse_long("--oversample", optarg, 0, 1024); break;
         case 'q': enc.power_iters = (int)parse_long("--power-iters", optarg, 0, 50); break;
         case 'm': enc.min_df = (int)parse_long("--min-df", optarg, 1, 1000000); break;
-        case 'b': enc.hash_bits = (int)parse_long("--hash-bits", optarg, 10, 28); break;
+        case 'b': enc.hash_bits = (int)parse_long("--hash-bits", optarg, 8, 26); break;
         case 'h':
             if (comm_rank() == 0) usage(stdout);
             comm_finalize();
@@ -112,16 +112,19 @@ int main(int argc, char **argv) {
     char encoder[256];
     if (import_path) {
         dim = text_import_embeddings(import_path, items.n_items, lo, hi, &emb);
-        snprintf(encoder, sizeof encoder, "imported from %s", import_path);
-        log_info("embeddings: imported %lld x %d from %s", (long long)items.n_items, dim, import_path);
+        text_l2_normalize(emb, hi - lo, dim); /* unit rows, like the built-in encoder's */
+        snprintf(encoder, sizeof encoder, "imported from %s, rows L2-normalised", import_path);
+        log_info("embeddings: imported %lld x %d from %s, rows L2-normalised", (long long)items.n_items, dim, import_path);
     } else {
         dim = enc.dim;
         emb = xmalloc(sizeof(float) * (size_t)((hi - lo) * dim + 1));
         TextEncoderReport rep;
         text_embed(items.texts + lo, hi - lo, items.n_items, &enc, emb, &rep);
         snprintf(encoder, sizeof encoder,
-                 "tfidf-lsa: word 1-2 grams, hash_bits %d, min_df %d, randomized SVD dim %d oversample %d power_iters %d seed %llu",
-                 enc.hash_bits, enc.min_df, enc.dim, enc.oversample, enc.power_iters, (unsigned long long)enc.seed);
+                 "tfidf-lsa: word 1-2 grams, hash_bits %d, min_df %d, randomized SVD dim %d oversample %d power_iters %d "
+                 "seed %llu; vocabulary %lld terms, explained variance %.4f",
+                 enc.hash_bits, enc.min_df, enc.dim, enc.oversample, enc.power_iters, (unsigned long long)enc.seed,
+                 (long long)rep.n_terms, rep.explained_variance);
         log_info("embeddings: %lld x %d, vocabulary %lld n-grams (df >= %d, of %lld seen), %lld non-zeros, explained "
                  "variance %.4f, %lld items without a vocabulary term (%.1fs)",
                  (long long)items.n_items, dim, (long long)rep.n_terms, enc.min_df, (long long)rep.n_buckets,

@@ -376,7 +376,8 @@ static void write_value(const CarConfig *cfg, const Key *k, FILE *out) {
     case T_INT64: fprintf(out, "%lld", (long long)*(const int64_t *)p); break;
     case T_FLOAT: {
         double v = *(const double *)p;
-        snprintf(buf, sizeof buf, "%.17g", v);
+        snprintf(buf, sizeof buf, "%.15g", v); /* shortest that reads back exactly */
+        if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
         fprintf(out, "%s%s", buf, strpbrk(buf, ".eEn") ? "" : ".0"); /* keep it a float in libconfig */
         break;
     }

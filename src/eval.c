@@ -142,3 +142,19 @@ double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOption
     histories_free(&h);
     return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
 }
+
+void eval_popularity(const UserSlice *users, int64_t n_items, Split split, const EvalOptions *o, MetricSums *out) {
+    float *count = xcalloc((size_t)n_items, sizeof(float));
+    for (int64_t u = 0; u < users->hi - users->lo; u++) {
+        int64_t n = users->offsets[u + 1] - users->offsets[u];
+        for (int64_t k = 0; k < n - 2; k++) count[users->items[users->offsets[u] + k]] += 1.0f; /* train part */
+    }
+    comm_sum_float(count, (int)n_items); /* exact: integer counts far below 2^24 */
+    Histories h;
+    collect(users, split, o->max_history, 0, &h);
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < h.n; i++) metrics_add(out, metrics_count_above(count, n_items, count[h.target[i]], h.target[i], NULL));
+    metrics_reduce(out);
+    histories_free(&h);
+    free(count);
+}

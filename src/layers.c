@@ -243,11 +243,12 @@ void dropout_apply(float *x, int N, int C, float p, uint64_t seed, uint64_t stre
     }
     float scale = (float)(65536.0 / (65536.0 - thr));
     int groups = (C + 3) / 4; /* one 64-bit draw gives four 16-bit units */
+    uint64_t key = rng_mix(rng_mix(seed) ^ stream); /* rng_u64(seed, stream, c) = rng_mix(key ^ c) */
     for (int r = 0; r < N; r++) {
         float *y = x + (size_t)r * C;
         uint64_t base = row_key[r] * (uint64_t)groups;
         for (int g = 0; g < groups; g++) {
-            uint64_t bits = rng_u64(seed, stream, base + (uint64_t)g);
+            uint64_t bits = rng_mix(key ^ (base + (uint64_t)g));
             for (int j = 0; j < 4 && 4 * g + j < C; j++) {
                 uint32_t u = (uint32_t)(bits >> (16 * j)) & 0xffffu;
                 y[4 * g + j] = u >= thr ? y[4 * g + j] * scale : 0.0f;
@@ -258,10 +259,8 @@ void dropout_apply(float *x, int N, int C, float p, uint64_t seed, uint64_t stre
 
 void softmax_rows_max(const float *x, int N, int K, int ld, float *mx) {
     for (int n = 0; n < N; n++) {
-        const float *row = x + (size_t)n * ld;
-        float m = mx[n];
-        for (int k = 0; k < K; k++) m = row[k] > m ? row[k] : m;
-        mx[n] = m;
+        float m = vmax(x + (size_t)n * ld, (size_t)K);
+        mx[n] = m > mx[n] ? m : mx[n];
     }
 }
 
@@ -271,8 +270,8 @@ void softmax_rows_exp(float *x, int N, int K, int ld, const float *mx, float *su
 
 void softmax_rows_grad(float *x, int N, int K, int ld, const float *sum, const int32_t *target, float dscale) {
     for (int n = 0; n < N; n++) {
-        float *row = x + (size_t)n * ld, f = dscale / sum[n];
-        for (int k = 0; k < K; k++) row[k] *= f;
+        float *row = x + (size_t)n * ld;
+        vscale(row, (size_t)K, dscale / sum[n]);
         if (target[n] >= 0 && target[n] < K) row[target[n]] -= dscale;
     }
 }

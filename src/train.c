@@ -295,6 +295,10 @@ void train_stage_run(const CarConfig *cfg, const char *command) {
         log_metrics(what, &ts);
         valid = metrics_json(&vs);
         test = metrics_json(&ts);
+        MetricSums ps;
+        eval_popularity(&users, V, SPLIT_TEST, &eo, &ps);
+        log_metrics("popularity baseline test", &ps);
+        json_object_set_new(extra, "popularity_test", metrics_json(&ps));
     }
     double rss = (double)peak_rss_kib() / 1024.0;
     comm_max_double(&rss, 1);

@@ -57,6 +57,24 @@ __attribute__((target("avx2,fma"))) static void tanh_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] = tanhf(x[i]);
 }
 
+__attribute__((target("avx2,fma"))) static float max_avx2(const float *x, size_t n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float lanes[8], r = -INFINITY;
+    _mm256_storeu_ps(lanes, m);
+    for (int j = 0; j < 8; j++) r = lanes[j] > r ? lanes[j] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+__attribute__((target("avx2,fma"))) static void scale_avx2(float *x, size_t n, float f) {
+    __m256 vf = _mm256_set1_ps(f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vf));
+    for (; i < n; i++) x[i] *= f;
+}
+
 static int have_avx2(void) {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -81,4 +99,23 @@ void vtanh(float *x, size_t n) {
     }
 #endif
     for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+}
+
+float vmax(const float *x, size_t n) {
+#ifdef VMATH_AVX2
+    if (have_avx2()) return max_avx2(x, n);
+#endif
+    float r = -INFINITY;
+    for (size_t i = 0; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+void vscale(float *x, size_t n, float f) {
+#ifdef VMATH_AVX2
+    if (have_avx2()) {
+        scale_avx2(x, n, f);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) x[i] *= f;
 }

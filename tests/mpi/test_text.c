@@ -219,6 +219,26 @@ static void test_tfidf_weights(void) {
     free(all);
 }
 
+/* Symbols separate words (® ™ en dash, no-break space), Latin-1 capitals lowercase, other
+ * letters stay word characters, invalid UTF-8 separates. */
+static void test_unicode_tokens(void) {
+    char *texts[] = {"Olay\u00ae Regenerist\u2122 CR\u00c8ME \u2013 \u65e5\u672c",
+                     "olay regenerist cr\u00e8me\u00a0\u65e5\u672c\xff", "x"};
+    const int n = 3;
+    int64_t lo, hi;
+    my_block(n, &lo, &hi);
+    TextEncoderOptions o;
+    text_encoder_defaults(&o);
+    TextTfidf m;
+    text_tfidf(texts + lo, hi - lo, n, &o, &m);
+    /* olay, regenerist, crème, 日本 and the three bigrams; plus "x" */
+    CHECK_MSG(m.n_terms == 7 && m.n_buckets == 8, "%lld terms, %lld buckets", (long long)m.n_terms, (long long)m.n_buckets);
+    double *a = dense_tfidf(&m, n);
+    for (int64_t t = 0; t < m.n_terms; t++) CHECK(a[t] == a[m.n_terms + t] && a[t] > 0);
+    free(a);
+    text_tfidf_free(&m);
+}
+
 /* With s >= rank(A) the range finder is exact: the result must be the dense SVD's. */
 static void test_planted_exact(void) {
     int topic[N_PLANTED];
@@ -479,6 +499,7 @@ int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_text");
     RUN_TEST(test_options_check);
     RUN_TEST(test_tfidf_weights);
+    RUN_TEST(test_unicode_tokens);
     RUN_TEST(test_planted_exact);
     RUN_TEST(test_planted_randomized);
     RUN_TEST(test_split_independence);
