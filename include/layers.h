@@ -51,10 +51,12 @@ void embedding_forward(float *out, const int *rows, const int32_t *ids, int n, c
 /* dtable[ids[i]] += dout[rows[i]] */
 void embedding_backward(float *dtable, const int *rows, const int32_t *ids, int n, const float *dout, int C);
 
-/* Inverted dropout in place: x (N,C) *= keep / (1 - p). Unit (r, c) is kept by a counter-based
- * draw keyed by (seed, stream, row_key[r], c) alone, so applying the same call to the gradient is
- * the backward. p is rounded to a multiple of 1/65536. */
-void dropout_apply(float *x, int N, int C, float p, uint64_t seed, uint64_t stream, const uint64_t *row_key);
+/* Inverted dropout, fused with the residual add that follows it: out (N,C) = res + inp * keep / (1 - p)
+ * (res NULL: no add; out may be inp). Unit (r, c) is kept by a counter-based draw keyed by
+ * (seed, stream, row_key[r], c) alone, so the same call on the gradient (res NULL) is the
+ * backward. p is rounded to a multiple of 1/65536; p <= 0 keeps everything. */
+void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
+                     uint64_t stream, const uint64_t *row_key);
 
 /* Softmax cross-entropy in phases, written so that a row's columns may be split over ranks
  * (each phase then ends with an all-reduce over the row statistics). x (N rows, ld apart, K used). */

@@ -142,6 +142,11 @@ double model_optimizer_step(Model *m, const OptimConfig *c, int64_t step);
 void model_encode(Model *m, const ModelBatch *b, float *h_last);
 /* out (N, K_level) = H (N,d) @ W_level^T: think-head logits of SID level `level` (0-based). */
 void model_think_logits(const Model *m, const float *H, int N, int level, float *out);
+/* scores (N, hi - lo) of the items this rank's uidhead owns, for ranking: the UID logit, plus
+ * with think_weight > 0 (slow thinking) think_weight * sum over the first think_levels levels of
+ * log p_l(s_i^l). The UID head's log-normaliser is left out: constant per row, it changes no
+ * ranking (and needs no all-reduce when items are sharded). */
+void model_score_items(const Model *m, const float *H, int N, float think_weight, int think_levels, float *scores);
 /* Final hidden states (N,d) of the last forward, packed rows (see above). */
 static inline const float *model_hidden(const Model *m) { return m->lnf; }
 /* Training FLOPs (forward + backward, matrix products only) of the last forward's batch. */

@@ -27,8 +27,8 @@ typedef struct {
     int iters_run;               /* Lloyd iterations (update + assignment) */
     int reseeded;                /* empty clusters re-seeded by splitting a large one */
     double seconds, init_seconds, lloyd_seconds; /* wall time of the level, its k-means++, its Lloyd loop */
-    double sgemm_seconds;        /* of which in BLAS (sgemm, sgemv) */
-    int candidates_rechecked_pct; /* share of rows whose nearest centroid needed the exact check, % */
+    double sgemm_seconds;        /* of which in sgemm (k-means++ candidates and assignments) */
+    int candidates_rechecked_pct; /* assignments that needed an exact check of a near tie, % */
 } RkmeansLevelReport;
 
 typedef struct {

@@ -47,5 +47,5 @@ echo "car_prep speed-up 1 -> 2 ranks: $(awk -v a="${prep_time[1]}" -v b="${prep_
 
 if [ -x scripts/bench_kmeans.sh ]; then
     echo "== residual k-means (SID stage)"
-    DATASET="$OUT/$NAME.h5" scripts/bench_kmeans.sh
+    scripts/bench_kmeans.sh "$OUT/$NAME.h5"
 fi

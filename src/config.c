@@ -45,6 +45,8 @@ static const Key schema[] = {
     {"train", "max_steps", T_INT64, F(train.max_steps), 0, 9.2e18, NULL, "0"},
     {"train", "batch_size", T_INT, F(train.batch_size), 1, 1 << 20, NULL, "256"},
     {"train", "lr", T_FLOAT, F(train.lr), 0, 10, NULL, "1e-3"},
+    {"train", "beta2", T_FLOAT, F(train.beta2), 0.5, 0.99999, NULL, "0.98"},
+    {"train", "lr_floor", T_FLOAT, F(train.lr_floor), 0, 1, NULL, "0.0"},
     {"train", "weight_decay", T_FLOAT, F(train.weight_decay), 0, 10, NULL, "0.01"},
     {"train", "grad_clip", T_FLOAT, F(train.grad_clip), 0, 1e6, NULL, "1.0"},
     {"train", "warmup_steps", T_INT, F(train.warmup_steps), 0, 1000000, NULL, "100"},

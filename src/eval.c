@@ -1,7 +1,6 @@
 #include "eval.h"
 #include "comm.h"
 #include "util.h"
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,36 +57,6 @@ static int batches_needed(int n, int batch) {
     return (int)nb;
 }
 
-/* rows (B,V) -= logsumexp of each row: log-probabilities */
-static void log_softmax_rows(float *x, int B, int64_t V) {
-    for (int b = 0; b < B; b++) {
-        float *r = x + (int64_t)b * V, mx = -INFINITY;
-        for (int64_t i = 0; i < V; i++) mx = r[i] > mx ? r[i] : mx;
-        double s = 0;
-        for (int64_t i = 0; i < V; i++) s += exp((double)(r[i] - mx));
-        float lse = mx + (float)log(s);
-        for (int64_t i = 0; i < V; i++) r[i] -= lse;
-    }
-}
-
-/* scores (B, V) += beta * sum_l log p_l(s_i^l): the think heads re-rank the items */
-static void add_think_scores(Model *m, const float *H, int B, const EvalOptions *o, float *scores) {
-    int L = m->spec.levels, levels = o->think_levels < L ? o->think_levels : L;
-    int64_t V = m->spec.n_items, lo = m->uid.lo, hi = m->uid.hi;
-    log_softmax_rows(scores, B, hi - lo);
-    for (int l = 0; l < levels; l++) {
-        int K = m->spec.codebook[l];
-        float *lp = xmalloc(sizeof(float) * (size_t)B * (size_t)K);
-        model_think_logits(m, H, B, l, lp);
-        log_softmax_rows(lp, B, K);
-        for (int b = 0; b < B; b++)
-            for (int64_t i = lo; i < hi; i++)
-                scores[(int64_t)b * (hi - lo) + (i - lo)] += (float)o->think_weight * lp[(int64_t)b * K + m->codes[i * L + l]];
-        free(lp);
-    }
-    (void)V;
-}
-
 void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out) {
     Histories h;
     collect(users, split, o->max_history, 0, &h);
@@ -103,8 +72,7 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
         if (B < 0) B = 0;
         ModelBatch batch = {B, h.len + first, h.items + (B ? h.hist_off[first] : 0), h.sample + first};
         model_encode(m, &batch, H);
-        uid_head_scores(&m->uid, H, B, scores);
-        if (o->think_weight > 0 && m->spec.levels > 0) add_think_scores(m, H, B, o, scores);
+        model_score_items(m, H, B, (float)o->think_weight, o->think_levels, scores);
         for (int b = 0; b < B; b++) {
             const float *s = scores + (int64_t)b * nv;
             int32_t t = h.target[first + b];

@@ -234,25 +234,30 @@ void embedding_backward(float *dtable, const int *rows, const int32_t *ids, int 
     }
 }
 
-void dropout_apply(float *x, int N, int C, float p, uint64_t seed, uint64_t stream, const uint64_t *row_key) {
-    if (p <= 0) return;
-    uint32_t thr = (uint32_t)lround((double)p * 65536.0);
-    if (thr >= 65536) {
-        memset(x, 0, (size_t)N * C * sizeof(float));
-        return;
-    }
-    float scale = (float)(65536.0 / (65536.0 - thr));
-    int groups = (C + 3) / 4; /* one 64-bit draw gives four 16-bit units */
+void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
+                     uint64_t stream, const uint64_t *row_key) {
+    uint32_t thr = p > 0 ? (uint32_t)lround((double)p * 65536.0) : 0;
+    if (thr > 65536) thr = 65536;
+    float scale = thr < 65536 ? (float)(65536.0 / (65536.0 - thr)) : 0.0f;
     uint64_t key = rng_mix(rng_mix(seed) ^ stream); /* rng_u64(seed, stream, c) = rng_mix(key ^ c) */
+    int groups = (C + 3) / 4;                         /* one 64-bit draw gives four 16-bit units */
+    float keep[4 * groups];
     for (int r = 0; r < N; r++) {
-        float *y = x + (size_t)r * C;
         uint64_t base = row_key[r] * (uint64_t)groups;
-        for (int g = 0; g < groups; g++) {
+        for (int g = 0; g < groups; g++) { /* branch-free: the draws are random */
             uint64_t bits = rng_mix(key ^ (base + (uint64_t)g));
-            for (int j = 0; j < 4 && 4 * g + j < C; j++) {
-                uint32_t u = (uint32_t)(bits >> (16 * j)) & 0xffffu;
-                y[4 * g + j] = u >= thr ? y[4 * g + j] * scale : 0.0f;
-            }
+            keep[4 * g + 0] = (float)((uint32_t)(bits & 0xffff) >= thr) * scale;
+            keep[4 * g + 1] = (float)((uint32_t)(bits >> 16 & 0xffff) >= thr) * scale;
+            keep[4 * g + 2] = (float)((uint32_t)(bits >> 32 & 0xffff) >= thr) * scale;
+            keep[4 * g + 3] = (float)((uint32_t)(bits >> 48) >= thr) * scale;
+        }
+        const float *x = inp + (size_t)r * C;
+        float *y = out + (size_t)r * C;
+        if (res) {
+            const float *a = res + (size_t)r * C;
+            for (int c = 0; c < C; c++) y[c] = a[c] + x[c] * keep[c];
+        } else {
+            for (int c = 0; c < C; c++) y[c] = x[c] * keep[c];
         }
     }
 }

@@ -4,6 +4,7 @@
 #include "layers.h"
 #include "rng.h"
 #include "util.h"
+#include "vmath.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,12 +304,19 @@ static void layout_grad_acts(Model *m) {
 
 /* ---------------------------------------------------------------- forward */
 
-/* dropout site: 0 the embeddings, 1 + 2l attention output of layer l, 2 + 2l its MLP output */
-static void dropout_site(Model *m, float *x, int site) {
-    if (!m->training || m->spec.dropout <= 0) return;
+static int dropout_on(const Model *m) { return m->training && m->spec.dropout > 0; }
+
+/* out = res + dropout(x) (res NULL: no add) at a dropout site: 0 the embeddings, 1 + 2l the
+ * attention output of layer l, 2 + 2l its MLP output. Keyed by (seed, step, site, row, unit). */
+static void dropout_site(Model *m, float *out, const float *x, const float *res, int site) {
+    if (!dropout_on(m)) {
+        if (res) residual_forward(out, res, x, (size_t)m->N * m->spec.d_model);
+        else if (out != x) memcpy(out, x, (size_t)m->N * m->spec.d_model * sizeof(float));
+        return;
+    }
     uint64_t seed = rng_mix(m->spec.seed ^ 0x64726f706f7574ULL); /* "dropout": apart from the init streams */
-    dropout_apply(x, m->N, m->spec.d_model, m->spec.dropout, seed, (uint64_t)m->step * 1024 + (uint64_t)site,
-                  m->row_key);
+    dropout_forward(out, x, res, m->N, m->spec.d_model, m->spec.dropout, seed,
+                    (uint64_t)m->step * 1024 + (uint64_t)site, m->row_key);
 }
 
 /* Token rows -> final hidden states m->lnf (N,d). */
@@ -334,7 +342,7 @@ static void backbone_forward(Model *m) {
         if (lev)
             for (int c = 0; c < d; c++) x[c] += lev[(size_t)m->level[r] * d + c];
     }
-    dropout_site(m, m->x0, 0);
+    if (dropout_on(m)) dropout_site(m, m->x0, m->x0, NULL, 0);
 
     const float *res = m->x0;
     for (int l = 0; l < s->n_layers; l++) {
@@ -345,16 +353,14 @@ static void backbone_forward(Model *m) {
         matmul_forward(t->qkv, t->ln1, arena_param(a, p->qkv_w), arena_param(a, p->qkv_b), N, d, 3 * d);
         attention_forward(t->atty, t->att, t->qkv, m->off, m->B, d, s->n_heads);
         matmul_forward(t->attproj, t->atty, arena_param(a, p->proj_w), arena_param(a, p->proj_b), N, d, d);
-        dropout_site(m, t->attproj, 1 + 2 * l);
-        residual_forward(t->res2, res, t->attproj, (size_t)N * d);
+        dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l); /* res2 = res + dropout(attproj) */
         layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, arena_param(a, p->ln2_w),
                           arena_param(a, p->ln2_b), N, d);
         matmul_forward(t->fch, t->ln2, arena_param(a, p->fc_w), arena_param(a, p->fc_b), N, d, 4 * d);
         gelu_forward(t->fch_gelu, t->fch, (size_t)N * 4 * d);
         matmul_forward(t->fcproj, t->fch_gelu, arena_param(a, p->fcproj_w), arena_param(a, p->fcproj_b), N, 4 * d,
                        d);
-        dropout_site(m, t->fcproj, 2 + 2 * l);
-        residual_forward(t->res3, t->res2, t->fcproj, (size_t)N * d);
+        dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l); /* res3 = res2 + dropout(fcproj) */
         res = t->res3;
     }
     layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, arena_param(a, m->lnf_w), arena_param(a, m->lnf_b), N, d);
@@ -455,13 +461,37 @@ void model_think_logits(const Model *m, const float *H, int N, int level, float 
                    m->spec.codebook[level]);
 }
 
+void model_score_items(const Model *m, const float *H, int N, float think_weight, int think_levels, float *scores) {
+    const UidHead *u = &m->uid;
+    int64_t nv = u->hi - u->lo;
+    uid_head_scores(u, H, N, scores);
+    if (think_weight <= 0 || think_levels <= 0 || N == 0) return;
+    int L = think_levels < m->spec.levels ? think_levels : m->spec.levels;
+    for (int l = 0; l < L; l++) {
+        int K = m->spec.codebook[l];
+        float *lp = xmalloc((size_t)N * K * sizeof(float)); /* log p_l (N,K) */
+        model_think_logits(m, H, N, l, lp);
+        for (int n = 0; n < N; n++) {
+            float *row = lp + (size_t)n * K, mx = vmax(row, (size_t)K), sum = 0;
+            for (int k = 0; k < K; k++) sum += expf(row[k] - mx);
+            float lse = mx + logf(sum);
+            for (int k = 0; k < K; k++) row[k] -= lse;
+        }
+        for (int n = 0; n < N; n++) {
+            float *sc = scores + (size_t)n * nv;
+            const float *row = lp + (size_t)n * K;
+            for (int64_t i = 0; i < nv; i++) sc[i] += think_weight * row[m->codes[(u->lo + i) * m->spec.levels + l]];
+        }
+        free(lp);
+    }
+}
+
 /* ---------------------------------------------------------------- backward */
 
 /* the gradient of a residual branch's output: dres through the branch's dropout */
 static float *branch_grad(Model *m, int site) {
-    if (!m->training || m->spec.dropout <= 0) return m->dres;
-    memcpy(m->dbranch, m->dres, (size_t)m->N * m->spec.d_model * sizeof(float));
-    dropout_site(m, m->dbranch, site);
+    if (!dropout_on(m)) return m->dres;
+    dropout_site(m, m->dbranch, m->dres, NULL, site);
     return m->dbranch;
 }
 
@@ -506,7 +536,7 @@ void model_backward(Model *m) {
                            arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d);
     }
     /* embeddings: x0 = dropout(fusion(emb) + pos + level) */
-    dropout_site(m, m->dres, 0);
+    if (dropout_on(m)) dropout_site(m, m->dres, m->dres, NULL, 0);
     float *dpos = arena_grad(a, m->pos_emb), *dlev = m->level_emb >= 0 ? arena_grad(a, m->level_emb) : NULL;
     for (int r = 0; r < N; r++) {
         const float *g = m->dres + (size_t)r * d;

@@ -136,7 +136,8 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
     int64_t *pot_all = xmalloc(sizeof(int64_t) * (size_t)P * T), *bits = xmalloc(sizeof(int64_t) * (size_t)T * dim);
     comm_allgatherv_bytes(&w_mine, 1, w_rank, sizeof(int64_t));
     float *cand = xmalloc(sizeof(float) * (size_t)T * dim), *dots = xmalloc(sizeof(float) * nn * (size_t)T);
-    double *cn2 = xmalloc(sizeof(double) * (size_t)T), *cn = xmalloc(sizeof(double) * (size_t)T), *closer = xmalloc(sizeof(double) * nn * (size_t)T);
+    double *cn2 = xmalloc(sizeof(double) * (size_t)T), *cn = xmalloc(sizeof(double) * (size_t)T);
+    double *closer = xmalloc(sizeof(double) * nn * (size_t)T); /* n x T: distance if candidate t were added */
     double bound = dot_error_bound(dim);
     for (int k = 1; k < K; k++) {
         int64_t total = 0;

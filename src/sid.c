@@ -241,9 +241,10 @@ int sid_stage_run(const CarConfig *cfg) {
         err = xsprintf("key 'run.dir' = %s: cannot create the directory: %s", cfg->run.dir, strerror(errno));
     comm_fail_if_any(err);
     char *path = sids_path(cfg->run.dir);
-    int exists = comm_rank() == 0 ? file_exists(path) : 0;
+    /* 0: none, 1: an HDF5 file, 2: something else (an interrupted copy?): recomputed */
+    int exists = comm_rank() == 0 && file_exists(path) ? (H5Fis_hdf5(path) > 0 ? 1 : 2) : 0;
     comm_bcast(&exists, sizeof exists, 0);
-    char *why = exists ? mismatch(path, &m) : NULL;
+    char *why = exists == 1 ? mismatch(path, &m) : exists == 2 ? xsprintf("it is not a readable HDF5 file") : NULL;
     if (exists && !why) {
         log_info("sid: reusing %s (same SID config and embeddings)", path);
         free(path); free(x);
@@ -279,9 +280,10 @@ void sid_load_codes(const char *run_dir, int64_t lo, int64_t hi, int levels, int
     int64_t dims[2] = {0, 0};
     if (!h5io_has(f, "/sid/codes") || h5io_shape(f, "/sid/codes", dims, 2) != 2 || dims[1] != levels)
         comm_fail("%s: /sid/codes is missing or has %lld levels, expected %d (sid.levels)", path, (long long)dims[1], levels);
-    if (lo < 0 || hi > dims[0] || lo > hi)
-        comm_fail("%s: rows %lld..%lld asked of /sid/codes with %lld rows", path, (long long)lo, (long long)hi,
-                  (long long)dims[0]);
+    char *err = lo < 0 || hi > dims[0] || lo > hi ? xsprintf("%s: rows %lld..%lld asked of /sid/codes with %lld rows",
+                                                            path, (long long)lo, (long long)hi, (long long)dims[0])
+                                                  : NULL;
+    comm_fail_if_any(err); /* the ranks ask for different rows */
     int64_t codebook[SID_MAX_LEVELS];
     for (int l = 0; l < levels; l++) {
         char name[64];
@@ -292,7 +294,6 @@ void sid_load_codes(const char *run_dir, int64_t lo, int64_t hi, int levels, int
     }
     h5io_read_rows(f, "/sid/codes", H5T_NATIVE_INT32, lo, hi - lo, codes);
     h5io_close(f);
-    char *err = NULL;
     for (int64_t i = 0; i < (hi - lo) * levels && !err; i++)
         if (codes[i] < 0 || codes[i] >= codebook[i % levels])
             err = xsprintf("%s: /sid/codes[%lld][%lld] = %d is outside codebook 0..%lld", path, (long long)(lo + i / levels),

@@ -98,6 +98,8 @@ static void snapshot_restore(const Snapshot *s, Model *m) {
 static void optim_from_config(OptimConfig *oc, const CarConfig *cfg, int64_t total_steps) {
     optim_defaults(oc);
     oc->lr = cfg->train.lr;
+    oc->beta2 = cfg->train.beta2;
+    oc->lr_floor = cfg->train.lr_floor;
     oc->weight_decay = cfg->train.weight_decay;
     oc->grad_clip = cfg->train.grad_clip;
     oc->warmup_steps = cfg->train.warmup_steps;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sid stage from the command line: /sid/codes and the centroids are byte-identical for 1, 2,
-# 3, 4 and 8 ranks (and 2 BLAS threads) on random data and on Amazon Beauty (a prepared dataset,
-# or one made with car_prep); bad inputs give a one-line error and leave no sids.h5 behind.
+# 3, 4 and 8 ranks (and with 2 BLAS threads, or another BLAS kernel) on random data and on Amazon
+# Beauty (a prepared dataset, or one made with car_prep); bad inputs give a one-line error and
+# leave no sids.h5 behind.
 # The stage runs as `car_train CONFIG -o run.stages=sid`.
 source "$(dirname "$0")/lib.sh"
 SID=("$BIN/car_train" -o run.stages=sid)
@@ -52,15 +53,16 @@ for l in range(L):
 P
 }
 
-# across_ranks NAME CONFIG RUNS: runs at each of RUNS (a rank count, or 1t2: 1 rank with 2 BLAS
-# threads) and compares each result to the 1-rank one
+# across_ranks NAME CONFIG RUNS: runs at each of RUNS (a rank count; 1t2: 1 rank with 2 BLAS
+# threads; 1p: 1 rank with OpenBLAS's generic Prescott kernel) and compares each to the 1-rank one
 across_ranks() {
     local name=$1 cfg=$2 runs=$3 ok=1 why=""
     for r in $runs; do
-        local n=${r%t2} threads=1
-        [ "$r" = "1t2" ] && threads=2
-        if ! OPENBLAS_NUM_THREADS=$threads mpirun -n "$n" "${SID[@]}" "$cfg" -o "run.dir=\"$TMP/$name-$r\"" \
-            >"$TMP/$name-$r.log" 2>&1; then
+        local n=${r%%[tp]*} envs=(OPENBLAS_NUM_THREADS=1)
+        [ "$r" = "1t2" ] && envs=(OPENBLAS_NUM_THREADS=2)
+        [ "$r" = "1p" ] && envs+=(OPENBLAS_CORETYPE=Prescott)
+        if ! env "${envs[@]}" mpirun -n "$n" "${SID[@]}" "$cfg" \
+            -o "run.dir=\"$TMP/$name-$r\"" >"$TMP/$name-$r.log" 2>&1; then
             ok=0; why="run at -n $n failed: $(tail -n 3 "$TMP/$name-$r.log")"; break
         fi
     done
@@ -71,7 +73,9 @@ across_ranks() {
         done
     fi
     local label=${runs// /, }
-    if [ $ok = 1 ]; then pass "$name: codes identical at ${label/1t2/1 rank with 2 threads} ranks"; else fail "$name: codes across ranks" "$why"; fi
+    label=${label/1t2/1 rank with 2 BLAS threads}
+    label=${label/1p/1 rank with the Prescott BLAS kernel}
+    if [ $ok = 1 ]; then pass "$name: codes identical at $label ranks"; else fail "$name: codes across ranks" "$why"; fi
 }
 
 # --- random data
@@ -80,7 +84,7 @@ cat >"$TMP/rand.cfg" <<C
 data = { path = "$TMP/rand.h5"; };
 sid = { levels = 3; codebook = [64, 32, 48]; iters = 25; tol = 1e-5; seed = 3; };
 C
-across_ranks random "$TMP/rand.cfg" "1 1t2 2 4"
+across_ranks random "$TMP/rand.cfg" "1 1t2 1p 2 4"
 if codes_sane "$TMP/random-1/sids.h5" 3000 3 64 32 48; then pass "random: codes in range"; else fail "random: codes in range"; fi
 if grep -q "reusing" <(mpirun -n 2 "${SID[@]}" "$TMP/rand.cfg" -o "run.dir=\"$TMP/random-1\"" 2>&1); then
     pass "random: a 2-rank run reuses the 1-rank sids.h5"

@@ -159,7 +159,7 @@ expect_error "too few items for the brands" "${E}categories x subcategories x br
 expect_error "drift-category above 1" "$E--drift-category expects a number in \[0, 1\]" "$B" -- \
     "$BIN/car_synth" --out "$B" --drift-category 1.5
 expect_error "stray argument" "${E}unexpected argument 'extra'" "$B" -- "$BIN/car_synth" --out "$B" extra
-expect_error "out is a file" "$E--out .* is not a directory" - -- "$BIN/car_synth" --out "$D/items.jsonl"
+expect_error "out is a file" "${E}cannot create directory .*: Not a directory" - -- "$BIN/car_synth" --out "$D/items.jsonl"
 expect_error "out under a file" "${E}cannot create directory" - -- "$BIN/car_synth" --out "$D/items.jsonl/x"
 if "$BIN/car_synth" --help >"$TMP/out.txt" 2>&1 && grep -q -- "--drift-category" "$TMP/out.txt" &&
    grep -q "^usage: car_synth --out DIR" "$TMP/out.txt"; then

@@ -358,25 +358,33 @@ static void test_dropout(void) {
     int N = 200, C = 50;
     uint64_t keys[200];
     for (int r = 0; r < N; r++) keys[r] = 1000 + (uint64_t)r;
-    float *x = xmalloc((size_t)N * C * 4);
+    float *x = xmalloc((size_t)N * C * 4), *res = randn((size_t)N * C, 1, 80), *y = xmalloc((size_t)N * C * 4);
     for (int i = 0; i < N * C; i++) x[i] = 1;
-    dropout_apply(x, N, C, 0.3f, 9, 5, keys);
+    dropout_forward(x, x, NULL, N, C, 0.3f, 9, 5, keys); /* in place */
     int zeros = 0;
     for (int i = 0; i < N * C; i++) {
         if (x[i] == 0) zeros++;
         else CHECK_CLOSE(x[i], 1 / 0.7, 1e-4);
     }
     CHECK_MSG(fabs(zeros / (double)(N * C) - 0.3) < 0.02, "dropped %d of %d", zeros, N * C);
+    /* fused with the residual: the same mask, plus res */
+    float *ones = xmalloc((size_t)N * C * 4);
+    for (int i = 0; i < N * C; i++) ones[i] = 1;
+    dropout_forward(y, ones, res, N, C, 0.3f, 9, 5, keys);
+    for (int i = 0; i < N * C; i++) CHECK(y[i] == res[i] + x[i]);
     /* the same unit keyed alone: the mask is a function of (seed, stream, key, unit) only */
-    float y[50];
-    for (int c = 0; c < C; c++) y[c] = 1;
-    dropout_apply(y, 1, C, 0.3f, 9, 5, keys + 77);
-    CHECK(memcmp(y, x + 77 * C, sizeof y) == 0);
+    float z[50];
+    for (int c = 0; c < C; c++) z[c] = 1;
+    dropout_forward(z, z, NULL, 1, C, 0.3f, 9, 5, keys + 77);
+    CHECK(memcmp(z, x + 77 * C, sizeof z) == 0);
     /* another stream (step) gives another mask */
-    for (int c = 0; c < C; c++) y[c] = 1;
-    dropout_apply(y, 1, C, 0.3f, 9, 6, keys + 77);
-    CHECK(memcmp(y, x + 77 * C, sizeof y) != 0);
-    free(x);
+    for (int c = 0; c < C; c++) z[c] = 1;
+    dropout_forward(z, z, NULL, 1, C, 0.3f, 9, 6, keys + 77);
+    CHECK(memcmp(z, x + 77 * C, sizeof z) != 0);
+    /* p = 0: a plain residual add */
+    dropout_forward(y, ones, res, N, C, 0.0f, 9, 5, keys);
+    for (int i = 0; i < N * C; i++) CHECK(y[i] == res[i] + 1);
+    free(x), free(res), free(y), free(ones);
 }
 
 /* ------------------------------------------------------------------ vmath */

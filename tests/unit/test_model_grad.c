@@ -252,8 +252,61 @@ static void test_init(void) {
     len = s.max_chunks;
     model_encode(&a, &ok, h);
     CHECK(isfinite(h[0]));
+    /* an empty batch, and a car sequence of one item (no target) */
+    len = 1;
+    ModelLoss none = model_forward(&a, &ok, 1, 0, 0);
+    CHECK(none.n_loss == 0 && none.loss_sum == 0 && a.N == 0);
+    ModelBatch empty = {0, &len, items, NULL};
+    CHECK(model_forward(&a, &empty, 1, 0, 0).n_loss == 0);
     model_free(&a);
     model_free(&b);
+    free(codes);
+}
+
+/* encoding: the last token's final state, the same as that row of a forward; item scores: fast
+ * thinking is the UID logit, slow thinking adds beta * sum_l log p_l(s_i^l) */
+static void test_encode_and_scores(void) {
+    Case c = {"", MODE_CAR, 2, FUSION_SUM, 0, 1, 1.0f, 0};
+    ModelSpec s = small_spec(&c);
+    int32_t *codes = make_codes(s.n_items, s.levels, s.codebook);
+    Model m;
+    model_create(&m, &s, codes);
+    perturb(&m.params, 0.3, 1000);
+    perturb(&m.uid.arena, 0.5, 2000);
+    TestBatch tb = test_batch(s.n_items);
+    ModelBatch b = as_batch(&tb);
+    float H[4 * 8];
+    model_encode(&m, &b, H);
+    CHECK(m.N == 12 * 3);
+    /* sequence 2 (items 6..10) encoded alone: the same state */
+    TestBatch one = {.B = 1, .len = {5}, .sample = {0}};
+    memcpy(one.items, tb.items + 6, 5 * sizeof(int32_t));
+    ModelBatch b1 = as_batch(&one);
+    float h1[8];
+    model_encode(&m, &b1, h1);
+    for (int k = 0; k < 8; k++) CHECK_CLOSE(h1[k], H[2 * 8 + k], 1e-5);
+    /* it is the state a car training forward of those items plus one more has at that position */
+    one.len[0] = 6;
+    one.items[5] = 3;
+    model_forward(&m, &b1, 0, 0, 0);
+    for (int k = 0; k < 8; k++) CHECK_CLOSE(model_hidden(&m)[(5 * 3 - 1) * 8 + k], h1[k], 1e-5);
+    float fast[4 * 11], slow[4 * 11], z[4 * 5], z2[4 * 3];
+    model_score_items(&m, H, 4, 0, 2, fast);
+    model_score_items(&m, H, 4, 0.5f, 2, slow);
+    model_think_logits(&m, H, 4, 0, z);
+    model_think_logits(&m, H, 4, 1, z2);
+    for (int n = 0; n < 4; n++) {
+        double lse0 = 0, lse1 = 0;
+        for (int k = 0; k < 5; k++) lse0 += exp(z[n * 5 + k]);
+        for (int k = 0; k < 3; k++) lse1 += exp(z2[n * 3 + k]);
+        for (int i = 0; i < 11; i++) {
+            double want = fast[n * 11 + i] + 0.5 * (z[n * 5 + codes[i * 2]] - log(lse0) + z2[n * 3 + codes[i * 2 + 1]] - log(lse1));
+            CHECK_CLOSE(slow[n * 11 + i], want, 1e-5);
+        }
+    }
+    uid_head_scores(&m.uid, H + 8, 1, slow);
+    for (int i = 0; i < 11; i++) CHECK_CLOSE(slow[i], fast[11 + i], 1e-5); /* fast thinking: the UID logits */
+    model_free(&m);
     free(codes);
 }
 
@@ -264,5 +317,6 @@ int main(int argc, char **argv) {
     RUN_TEST(test_l0_modes_agree);
     RUN_TEST(test_dropout_deterministic);
     RUN_TEST(test_init);
+    RUN_TEST(test_encode_and_scores);
     return check_finish();
 }
