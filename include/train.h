@@ -7,7 +7,9 @@
 #define CAR_TRAIN_H
 #include "config.h"
 
-/* command: the command line that started the run, recorded in results.json. */
-void train_stage_run(const CarConfig *cfg, const char *command);
+/* Collective. do_train: train (resuming from the latest checkpoint with run.resume), saving
+ * checkpoints; do_eval: evaluate the best checkpoint and write results.json. command: the
+ * command line that started the run, recorded in results.json. */
+void train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval);
 
 #endif

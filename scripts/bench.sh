@@ -49,3 +49,20 @@ if [ -x scripts/bench_kmeans.sh ]; then
     echo "== residual k-means (SID stage)"
     scripts/bench_kmeans.sh "$OUT/$NAME.h5"
 fi
+
+echo "== training step of the chunk Transformer (Beauty-sized: d=64, 2 layers, L=3, K=256, V=12101, B=256, 21 items)"
+declare -A c_tps
+for t in 1 2; do
+    line=$(OPENBLAS_NUM_THREADS=$t "$BUILD/bench/bench_train" --steps 7)
+    echo "$line" | grep -v '^BENCH' | sed "s/^/[threads=$t] /"
+    c_tps[$t]=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
+done
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    for t in 1 2; do
+        tl=$(/usr/bin/python3 tests/reference/bench_torch.py --threads "$t" --steps 3)
+        tt=$(echo "$tl" | sed -n 's/.*tokens\/s \([0-9.]*\).*/\1/p')
+        echo "[threads=$t] $tl | C / PyTorch = $(awk -v a="${c_tps[$t]}" -v b="$tt" 'BEGIN {printf "%.1fx", a / b}')"
+    done
+else
+    echo "PyTorch not installed (apt-get install python3-torch): no C / PyTorch ratio this run"
+fi

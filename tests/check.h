@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static int check_failed_now, check_passed_total, check_failed_total;
 
@@ -43,6 +45,15 @@ static inline void check_run(const char *name, void (*fn)(void)) {
     }
 }
 #define RUN_TEST(fn) check_run(#fn, fn)
+
+/* A new temporary file holding text; returns its path (free it, unlink it). */
+static inline char *check_tmp_file(const char *text) {
+    char *path = strdup("/tmp/car_test_XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) abort();
+    close(fd);
+    return path;
+}
 
 static inline int check_finish(void) {
     if (comm_rank() == 0) printf("RESULT %d passed, %d failed\n", check_passed_total, check_failed_total);

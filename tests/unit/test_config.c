@@ -3,18 +3,9 @@
 #include "config.h"
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static char *write_tmp(const char *text) {
-    char *path = strdup("/tmp/car_test_cfg_XXXXXX");
-    int fd = mkstemp(path);
-    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) abort();
-    close(fd);
-    return path;
-}
 
 static char *parse(const char *text, int n_ov, char **ov, CarConfig *cfg) {
-    char *path = write_tmp(text);
+    char *path = check_tmp_file(text);
     char *err = config_parse(cfg, path, n_ov, ov);
     unlink(path);
     free(path);

@@ -3,15 +3,6 @@
 #include "input.h"
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static char *write_tmp(const char *text) {
-    char *path = strdup("/tmp/car_test_input_XXXXXX");
-    int fd = mkstemp(path);
-    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) abort();
-    close(fd);
-    return path;
-}
 
 static const char *items_ok =
     "{\"item_id\": 2, \"text\": \"Title: B\", \"categories\": [\"Beauty\", \"Nails\"]}\n"
@@ -20,7 +11,7 @@ static const char *items_ok =
     "{\"item_id\": 3, \"text\": \"Title: C\"}\n";
 
 static void test_items_parse(void) {
-    char *p = write_tmp(items_ok);
+    char *p = check_tmp_file(items_ok);
     ItemTable t;
     char *err = input_read_items(p, &t);
     CHECK_MSG(err == NULL, "%s", err);
@@ -33,7 +24,7 @@ static void test_items_parse(void) {
 }
 
 static void items_error(const char *text, const char *needle) {
-    char *p = write_tmp(text);
+    char *p = check_tmp_file(text);
     ItemTable t;
     char *err = input_read_items(p, &t);
     CHECK_MSG(err && strstr(err, needle) && strstr(err, p), "for %s: got '%s', want '%s'", text, err ? err : "(none)", needle);
@@ -58,7 +49,7 @@ static void test_items_errors(void) {
 }
 
 static void test_sequences_parse(void) {
-    char *p = write_tmp("7 1 2 3\n\n9 3 3 1 2\r\n");
+    char *p = check_tmp_file("7 1 2 3\n\n9 3 3 1 2\r\n");
     Sequences s;
     char *err = input_read_sequences(p, 3, "items", &s);
     CHECK_MSG(err == NULL, "%s", err);
@@ -73,7 +64,7 @@ static void test_sequences_parse(void) {
 }
 
 static void seq_error(const char *text, const char *needle) {
-    char *p = write_tmp(text);
+    char *p = check_tmp_file(text);
     Sequences s;
     char *err = input_read_sequences(p, 5, "items.jsonl", &s);
     CHECK_MSG(err && strstr(err, needle) && strstr(err, p), "for %s: got '%s', want '%s'", text, err ? err : "(none)", needle);
