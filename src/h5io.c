@@ -28,14 +28,19 @@ static hid_t mpio_fapl(void) {
     return fapl;
 }
 
+/* 1 on every rank if ok on every rank */
+static int all_ranks(int ok) {
+    int all = ok;
+    COMM_CHECK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    return all;
+}
+
 hid_t h5io_create(const char *path) {
     quiet_hdf5();
     hid_t fapl = mpio_fapl();
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    int ok = f >= 0, all_ok = ok;
-    COMM_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    if (!all_ok) comm_fail("%s: cannot create HDF5 file (directory missing or not writable?)", path);
+    if (!all_ranks(f >= 0)) comm_fail("%s: cannot create HDF5 file (directory missing or not writable?)", path);
     remember(f, path);
     return f;
 }
@@ -46,9 +51,7 @@ hid_t h5io_open(const char *path, int writable) {
     hid_t fapl = mpio_fapl();
     hid_t f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    int ok = f >= 0, all_ok = ok;
-    COMM_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    if (!all_ok) comm_fail("%s: cannot open as HDF5 (truncated, corrupt or not an HDF5 file)", path);
+    if (!all_ranks(f >= 0)) comm_fail("%s: cannot open as HDF5 (truncated, corrupt or not an HDF5 file)", path);
     remember(f, path);
     return f;
 }

@@ -33,4 +33,14 @@ expect_ok() {
     if "$@" >"$TMP/out.txt" 2>"$TMP/err.txt"; then pass "$name"; else fail "$name" "exit $?" "$(tail -n 5 "$TMP/err.txt")"; fi
 }
 
+# Counts the "ok   NAME" / "FAIL NAME" lines of a checker's output (e.g. an embedded Python
+# script) as checks; output without any such line is a crashed checker.
+count_checks() {
+    local out=$1 line
+    while read -r line; do
+        case "$line" in "ok   "*) pass "${line#ok   }";; "FAIL "*) fail "${line#FAIL }";; esac
+    done <<<"$out"
+    grep -q '^ok\|^FAIL' <<<"$out" || fail "checker crashed" "$out"
+}
+
 finish() { echo "RESULT $_pass passed, $_fail failed"; [ $_fail -eq 0 ]; }

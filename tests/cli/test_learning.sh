@@ -30,8 +30,5 @@ check("results.json holds the run's command and config", "car_train" in car["com
 P
 )
 echo "$out"
-while read -r line; do
-    case "$line" in "ok   "*) pass "${line#ok   }";; "FAIL "*) fail "${line#FAIL }";; esac
-done <<<"$out"
-grep -q '^ok\|^FAIL' <<<"$out" || fail "python check crashed" "$out"
+count_checks "$out"
 finish

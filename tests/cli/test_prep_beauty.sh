@@ -52,10 +52,6 @@ check("nearest neighbours share categories far more often than random items", nn
 sys.exit(0 if ok else 1)
 P
 )
-rc=$?
 echo "$out"
-while read -r line; do
-    case "$line" in "ok   "*) pass "${line#ok   }";; "FAIL "*) fail "${line#FAIL }";; esac
-done <<<"$out"
-[ $rc -eq 0 ] || grep -q '^FAIL' <<<"$out" || fail "python check crashed" "$out"
+count_checks "$out"
 finish

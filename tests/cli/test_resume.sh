@@ -61,8 +61,5 @@ check("eval-only run reproduces the test metrics", a["test"] == e["test"] and e[
 P
 )
 echo "$out"
-while read -r line; do
-    case "$line" in "ok   "*) pass "${line#ok   }";; "FAIL "*) fail "${line#FAIL }";; esac
-done <<<"$out"
-grep -q '^ok\|^FAIL' <<<"$out" || fail "python check crashed" "$out"
+count_checks "$out"
 finish
