@@ -21,6 +21,9 @@ kill_run() { # dir ranks
     local pid=$! n=0
     until ls "$1"/checkpoints/step_000000[1-9]*.h5 >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done
     kill -9 -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    # ranks that left mpirun's process group must not go on writing into the run directory
+    pkill -9 -f "run.dir=$1" 2>/dev/null
+    n=0; while pgrep -f "run.dir=$1" >/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 }
 mkdir -p "$TMP/b" "$TMP/c"
 kill_run "$TMP/b" 2
