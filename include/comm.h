@@ -35,6 +35,9 @@ void comm_cleanup_remove(const char *path);
 #define COMM_CHECK(call) comm_check_((call), #call, __FILE__, __LINE__)
 void comm_check_(int err, const char *what, const char *file, int line);
 
+/* Collective: the largest peak resident set of any rank, in MiB. */
+double comm_peak_rss_mib(void);
+
 void comm_barrier(void);
 void comm_sum_i64(int64_t *buf, int n);
 void comm_sum_double(double *buf, int n);

@@ -137,14 +137,11 @@ int main(int argc, char **argv) {
                          .user_ids = seq.user_ids, .items = seq.items, .dim = dim, .item_lo = lo, .item_hi = hi,
                          .embedding = emb, .texts = items.texts, .n_attrs = 4, .attr_keys = keys, .attr_values = values};
     dataset_write(out_path, &dc);
-    int64_t rss = peak_rss_kib(), rss_max = rss;
-    double r = (double)rss;
-    comm_max_double(&r, 1);
-    rss_max = (int64_t)r;
+    double rss_mib = comm_peak_rss_mib();
     log_info("wrote %s: %lld users, %lld items, %lld interactions, embedding dim %d; %.1fs on %d rank(s), peak memory "
              "%.1f MiB per rank (max)",
              out_path, (long long)seq.n_users, (long long)items.n_items, (long long)seq.n_interactions, dim,
-             comm_wtime() - t0, comm_size(), (double)rss_max / 1024.0);
+             comm_wtime() - t0, comm_size(), rss_mib);
     free(emb);
     item_table_free(&items);
     sequences_free(&seq);

@@ -152,6 +152,12 @@ void comm_check_(int err, const char *what, const char *file, int line) {
     comm_fatal("%s failed at %s:%d: %s", what, file, line, text);
 }
 
+double comm_peak_rss_mib(void) {
+    double mib = (double)peak_rss_kib() / 1024.0;
+    comm_max_double(&mib, 1);
+    return mib;
+}
+
 void comm_barrier(void) { COMM_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
 
 static void allreduce(void *buf, int n, MPI_Datatype type, MPI_Op op) {

@@ -74,13 +74,18 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 #define GELU_BLOCK 256 /* tanh is taken a block at a time (vectorised) */
 
+/* t (nb) = tanh(sqrt(2/pi) (x + 0.044715 x^3)), the tanh both GELU passes need */
+static void gelu_tanh_block(const float *x, size_t nb, float *t) {
+    for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+    vtanh(t, nb);
+}
+
 void gelu_forward(float *out, const float *inp, size_t n) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
         const float *x = inp + i0;
         float t[GELU_BLOCK];
-        for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
-        vtanh(t, nb);
+        gelu_tanh_block(x, nb, t);
         for (size_t i = 0; i < nb; i++) out[i0 + i] = 0.5f * x[i] * (1.0f + t[i]);
     }
 }
@@ -90,8 +95,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
         const float *x = inp + i0;
         float t[GELU_BLOCK];
-        for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
-        vtanh(t, nb);
+        gelu_tanh_block(x, nb, t);
         for (size_t i = 0; i < nb; i++) {
             float sech2 = 1.0f - t[i] * t[i];
             float local = 0.5f * (1.0f + t[i]) + 0.5f * x[i] * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);

@@ -409,8 +409,7 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
         log_metrics("popularity baseline test", &ps);
         json_object_set_new(summary, "popularity_test", metrics_json(&ps));
     }
-    double rss = (double)peak_rss_kib() / 1024.0;
-    comm_max_double(&rss, 1);
+    double rss = comm_peak_rss_mib();
     json_object_set_new(summary, "peak_rss_mib_per_rank", json_real(rss));
     write_results(cfg, command, valid, test, st.best_epoch, summary);
 }
@@ -440,8 +439,7 @@ void train_stage_run(const CarConfig *cfg, const char *command, int do_train, in
     if (do_eval) final_evaluation(&r, command, summary);
     json_decref(summary);
     free(spath);
-    double rss = (double)peak_rss_kib() / 1024.0;
-    comm_max_double(&rss, 1);
+    double rss = comm_peak_rss_mib();
     log_info("%s: %.1fs, peak memory %.1f MiB per rank (max)", do_train ? "train" : "eval", comm_wtime() - t0, rss);
     run_close(&r);
 }
