@@ -1,11 +1,15 @@
 /* bench_train [--d D] [--layers N] [--heads H] [--levels L] [--codebook K] [--items V] [--batch B]
  *             [--history N] [--mode car|ar] [--dropout P] [--steps S]
- * Training throughput of one rank: forward, backward and AdamW steps of the chunk Transformer
- * on random histories of equal length (Beauty-sized by default). Prints the median step, tokens/s,
+ * Training throughput: forward, backward and AdamW steps (train_step, as car_train runs them) of
+ * the chunk Transformer on random histories of equal length (Beauty-sized by default). The global
+ * batch B is split over the ranks, the UID tables are sharded. Prints the median step, tokens/s,
  * model GFLOP/s (matrix products) and its share of this process's own sgemm peak measured in the
- * same run with the same threads, and peak memory. */
+ * same run with the same threads; with P ranks also the step split into compute, communication
+ * and idle (waiting for the slowest rank, timed by a barrier before every collective), bytes sent
+ * per rank and step, and peak memory per rank and of the UID tables per rank. */
 #include "comm.h"
 #include "model.h"
+#include "train.h"
 #include "rng.h"
 #include "util.h"
 #include <cblas.h>
@@ -36,7 +40,7 @@ static double sgemm_peak(int n) {
 
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "bench_train");
-    int d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
+    int bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
     int64_t V = 12101;
     float dropout = 0.3f;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -52,6 +56,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--mode")) mode = !strcmp(v, "ar") ? MODE_AR : MODE_CAR;
         else if (!strcmp(k, "--dropout")) dropout = (float)atof(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
+        else if (!strcmp(k, "--bucket-kib")) bucket_kib = atoi(v);
         else comm_fail("unknown option %s", k);
     }
     if (d < 4 || d % heads || L < 0 || L > SID_MAX_LEVELS || K < 2 || V < 2 || B < 1 || n < 2 || steps < 1)
@@ -61,47 +66,84 @@ int main(int argc, char **argv) {
     for (int l = 0; l < L; l++) s.codebook[l] = K;
     int32_t *codes = xmalloc(sizeof(int32_t) * (size_t)(V * (L ? L : 1)));
     for (int64_t i = 0; i < V * L; i++) codes[i] = (int32_t)rng_below(1, 2, (uint64_t)i, (uint64_t)K);
-    int *len = xmalloc(sizeof(int) * (size_t)B);
-    int32_t *items = xmalloc(sizeof(int32_t) * (size_t)B * (size_t)n);
-    for (int b = 0; b < B; b++) len[b] = n;
-    for (int64_t i = 0; i < (int64_t)B * n; i++) items[i] = (int32_t)rng_below(1, 3, (uint64_t)i, (uint64_t)V);
-    ModelBatch batch = {B, len, items, NULL};
+    /* this rank's share of the global batch */
+    int64_t b0, b1;
+    comm_split_range(B, comm_size(), comm_rank(), &b0, &b1);
+    int Bl = (int)(b1 - b0);
+    int *len = xmalloc(sizeof(int) * (size_t)(Bl + 1));
+    int32_t *items = xmalloc(sizeof(int32_t) * (size_t)(Bl + 1) * (size_t)n);
+    int64_t *sample = xmalloc(sizeof(int64_t) * (size_t)(Bl + 1));
+    for (int b = 0; b < Bl; b++) len[b] = n, sample[b] = b0 + b;
+    for (int64_t i = 0; i < (int64_t)Bl * n; i++) items[i] = (int32_t)rng_below(1, 3, (uint64_t)(b0 * n + i), (uint64_t)V);
+    ModelBatch batch = {Bl, len, items, sample};
     Model m;
     model_create(&m, &s, L ? codes : NULL);
     OptimConfig oc;
     optim_defaults(&oc);
     oc.weight_decay = 0.01;
     oc.grad_clip = 1.0;
-    double *t = xmalloc(sizeof(double) * (size_t)steps), tf = 0, tb = 0;
-    for (int st = -1; st < steps; st++) { /* step -1: warm-up (allocations) */
-        double t0 = comm_wtime();
-        model_zero_grad(&m);
-        ModelLoss l = model_forward(&m, &batch, 1, st + 1, 1.0f / (float)model_count_targets(&m, &batch));
-        double t1 = comm_wtime();
-        model_backward(&m);
-        double t2 = comm_wtime();
-        model_optimizer_step(&m, &oc, st + 1);
-        (void)l;
+    comm_set_profiling(comm_size() > 1);
+    GradSync gs;
+    gradsync_init(&gs, &m.params, (size_t)bucket_kib * 1024 / sizeof(float));
+    /* steps alternate: gradients summed by bucket during the backward (car_train's way), then in
+     * one all-reduce after it; the split into compute, communication and idle is of the first */
+    double *t = xmalloc(sizeof(double) * 2 * (size_t)steps), *t1 = t + steps, split[3] = {0, 0, 0}, bytes = 0;
+    for (int st = -1; st < 2 * steps; st++) { /* step -1: warm-up (allocations) */
+        int bucketed = st < 0 || st % 2 == 0;
+        comm_barrier();
+        comm_stats_reset();
+        double t0 = comm_wtime(), g;
+        train_step(&m, bucketed ? &gs : NULL, &batch, &oc, st + 1, &g);
+        double dt = comm_wtime() - t0;
+        CommStats cs = comm_stats();
+        double step_max = dt;
+        comm_max_double(&step_max, 1); /* the step ends when the slowest rank is done */
         if (st < 0) continue;
-        t[st] = comm_wtime() - t0;
-        tf += t1 - t0;
-        tb += t2 - t1;
+        if (!bucketed) {
+            t1[st / 2] = step_max;
+            continue;
+        }
+        t[st / 2] = step_max;
+        split[0] += dt - cs.comm_seconds - cs.idle_seconds;
+        split[1] += cs.comm_seconds;
+        split[2] += cs.idle_seconds;
+        bytes += (double)cs.bytes;
     }
-    double flops = model_train_flops(&m);
+    double flops = model_train_flops(&m), tokens = m.N;
+    comm_sum_double(&flops, 1);
+    comm_sum_double(&tokens, 1);
+    comm_sum_double(split, 3);
+    comm_sum_double(&bytes, 1);
+    int P = comm_size();
+    for (int k = 0; k < 3; k++) split[k] /= (double)P * steps; /* per rank and step */
+    bytes /= (double)P * steps;
     qsort(t, (size_t)steps, sizeof *t, cmp_double);
+    qsort(t1, (size_t)steps, sizeof *t, cmp_double);
+    double one_allreduce = t1[steps / 2];
     double step = t[steps / 2], peak = sgemm_peak(1024), gflops = flops / step / 1e9;
+    double uid_mib = (double)m.uid.arena.total * 4 * sizeof(float) / (1 << 20); /* params, grads, m, v */
+    double rss = comm_peak_rss_mib();
+    comm_max_double(&uid_mib, 1);
     if (comm_rank() == 0) {
         printf("bench_train %s d=%d layers=%d heads=%d L=%d K=%d V=%lld B=%d history=%d dropout=%.2f | %s\n",
                mode == MODE_AR ? "ar" : "car", d, layers, heads, L, K, (long long)V, B, n, dropout, comm_blas_info());
-        printf("  step median %.1f ms of %d (forward %.1f, backward %.1f mean) | %d tokens/step | %.0f tokens/s | "
-               "%.1f GFLOP/s = %.0f%% of sgemm peak %.1f GFLOP/s (same process) | peak memory %.0f MiB\n",
-               1e3 * step, steps, 1e3 * tf / steps, 1e3 * tb / steps, m.N, m.N / step, gflops, 100 * gflops / peak, peak,
-               (double)peak_rss_kib() / 1024);
-        printf("BENCH train mode=%s threads=%d tokens_per_s=%.0f gflops=%.1f peak_share=%.3f step_ms=%.1f rss_mib=%.0f\n",
-               mode == MODE_AR ? "ar" : "car", openblas_get_num_threads(), m.N / step, gflops, gflops / peak, 1e3 * step,
-               (double)peak_rss_kib() / 1024);
+        printf("  step median %.1f ms of %d | %.0f tokens/step | %.0f tokens/s | %.1f GFLOP/s = %.0f%% of sgemm peak "
+               "%.1f GFLOP/s (one rank's, same process) | peak memory %.0f MiB per rank (max), UID tables %.2f MiB "
+               "per rank\n",
+               1e3 * step, steps, tokens, tokens / step, gflops, 100 * gflops / (peak * P), peak, rss, uid_mib);
+        if (P > 1)
+            printf("  per rank and step (mean): compute %.1f ms, communication %.1f ms, idle %.1f ms; %.0f KiB sent; "
+                   "gradients in %d buckets of ~%d KiB during the backward vs one all-reduce after it: step %.1f vs "
+                   "%.1f ms (%.3fx)\n",
+                   1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, gs.n, bucket_kib, 1e3 * step,
+                   1e3 * one_allreduce, one_allreduce / step);
+        printf("BENCH train mode=%s ranks=%d threads=%d tokens_per_s=%.0f gflops=%.1f peak_share=%.3f step_ms=%.1f "
+               "compute_ms=%.1f comm_ms=%.1f idle_ms=%.1f kib_sent=%.0f rss_mib=%.0f uid_mib=%.2f one_allreduce_step_ms=%.1f\n",
+               mode == MODE_AR ? "ar" : "car", P, openblas_get_num_threads(), tokens / step, gflops, gflops / (peak * P),
+               1e3 * step, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, rss, uid_mib, 1e3 * one_allreduce);
     }
-    free(t); free(codes); free(len); free(items);
+    gradsync_free(&gs);
+    free(t); free(codes); free(len); free(items); free(sample);
     model_free(&m);
     comm_finalize();
     return 0;

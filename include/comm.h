@@ -42,11 +42,44 @@ void comm_barrier(void);
 void comm_sum_i64(int64_t *buf, int n);
 void comm_sum_double(double *buf, int n);
 void comm_sum_float(float *buf, int n);
+void comm_max_float(float *buf, int n);
+void comm_xor_u64(uint64_t *buf, int n);
 void comm_max_double(double *buf, int n);
 void comm_min_double(double *buf, int n);
 void comm_bcast(void *buf, int64_t bytes, int root);
-/* Each rank contributes count[r] elements of elem_bytes; result has them in rank order. */
+/* all[r] = rank r's mine (all has comm_size() entries). */
+void comm_allgather_counts(int64_t mine, int64_t *all);
+/* Rank r contributes counts[r] elements of elem_bytes (counts known to every rank); recv holds
+ * them in rank order. */
+void comm_allgatherv_counted(const void *send, const int64_t *counts, void *recv, int64_t elem_bytes);
+/* The same when each rank knows only its own count. */
 void comm_allgatherv_bytes(const void *send, int64_t send_count, void *recv, int64_t elem_bytes);
+/* recv_counts[r] = what rank r sends here (send_counts[q]: what this rank sends to rank q). */
+void comm_alltoall_counts(const int64_t *send_counts, int64_t *recv_counts);
+/* send holds the blocks for ranks 0..P-1 one after another (send_counts elements each), recv
+ * gets those from ranks 0..P-1 likewise. */
+void comm_alltoallv(const void *send, const int64_t *send_counts, void *recv, const int64_t *recv_counts,
+                    int64_t elem_bytes);
+/* recv (recv_counts[this rank]) = the sum over ranks of their send's block for this rank
+ * (send: sum of recv_counts floats, blocks in rank order). */
+void comm_reduce_scatter_float(const float *send, float *recv, const int64_t *recv_counts);
+
+/* A non-blocking sum in flight (MPI_Iallreduce in place). Open MPI moves it forward only inside
+ * MPI calls: comm_progress between pieces of work, comm_wait at the end. Its time counts as
+ * communication only while waited for (that is the part not hidden behind work). */
+typedef struct { MPI_Request req; int64_t bytes; int active; } CommPending;
+void comm_sum_float_start(float *buf, int64_t n, CommPending *p);
+void comm_progress(CommPending *p, int n);
+void comm_wait(CommPending *p, int n);
+
+/* What the collectives above cost this rank since the last reset: time inside them, bytes
+ * this rank sent (payload), and with profiling on, the time spent waiting for the slowest
+ * rank before each (a barrier, timed apart; profiling adds that barrier, so only benchmarks
+ * turn it on). */
+typedef struct { double comm_seconds, idle_seconds; int64_t bytes, calls; } CommStats;
+void comm_set_profiling(int on);
+void comm_stats_reset(void);
+CommStats comm_stats(void);
 
 /* Contiguous split of [0, n) into parts: part p gets [n*p/parts, n*(p+1)/parts). */
 void comm_split_range(int64_t n, int parts, int part, int64_t *lo, int64_t *hi);

@@ -21,6 +21,7 @@ typedef struct {
     struct {
         int mode; double alpha; int epochs; int64_t max_steps; int batch_size; double lr, beta2, lr_floor, weight_decay, grad_clip;
         int warmup_steps, schedule; int64_t seed; int patience, eval_every, log_every;
+        int grad_bucket_kib; /* gradient all-reduce buckets (0: one after the backward) */
     } train;
     struct { double think_weight; int think_levels, filter_history, batch_size; } eval;
     struct { char *dir, *stages; int resume, checkpoint_every, keep_checkpoints; } run;

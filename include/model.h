@@ -44,6 +44,9 @@ typedef struct {
     int mode;                         /* MODE_CAR | MODE_AR */
     float alpha;                      /* car: weight of the think loss */
     uint64_t seed;                    /* initialisation and dropout */
+    int local_items;                  /* 0: the UID tables sharded over the ranks (collective calls);
+                                         1: this rank holds every item and communicates nothing
+                                         (a private copy, e.g. a test's reference) */
 } ModelSpec;
 
 /* From the run config: max_chunks = data.max_history + 1 (a training window of max_history + 1
@@ -114,6 +117,10 @@ typedef struct {
     float *dres, *dbranch, *dln, *dqkv, *datty, *dfch, *dfch_gelu, *demb, *att_scratch;
     float *head_work;
     size_t head_cap;
+    /* NULL, or called by model_backward each time the gradients of params at floats [from, total)
+     * have become final (the backward finishes the arena from its end), e.g. to start summing them */
+    void (*grads_ready)(void *ctx, size_t from);
+    void *grads_ready_ctx;
 } Model;
 
 /* codes (n_items, L) stay owned by the caller. Parameters initialised GPT-2 style from

@@ -15,9 +15,9 @@
 int sid_stage_run(const CarConfig *cfg);
 
 /* Collective. Rows [lo, hi) of /sid/codes of run_dir/sids.h5 into codes ((hi-lo) x levels).
- * Fails the job cleanly if the file is missing or has another number of levels, or a code
- * is outside its codebook. */
-void sid_load_codes(const char *run_dir, int64_t lo, int64_t hi, int levels, int32_t *codes);
+ * Fails the job cleanly if the file is missing, has another number of levels or items than
+ * n_items (SIDs of another dataset), or a code is outside its codebook. */
+void sid_load_codes(const char *run_dir, int64_t n_items, int64_t lo, int64_t hi, int levels, int32_t *codes);
 
 /* The P-independent hash of embedding rows: FNV-1a over the per-row FNV-1a hashes of all
  * rows in global order. Collective; x holds rows [lo, lo + n_local) of the global order. */

@@ -6,10 +6,19 @@
 #ifndef CAR_TRAIN_H
 #define CAR_TRAIN_H
 #include "config.h"
+#include "gradsync.h"
+#include "model.h"
 
 /* Collective. do_train: train (resuming from the latest checkpoint with run.resume), saving
  * checkpoints; do_eval: evaluate the best checkpoint and write results.json. command: the
  * command line that started the run, recorded in results.json. */
 void train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval);
+
+/* Collective: one optimizer step of the global batch whose part on this rank is b (may be
+ * empty): the loss is the mean over the global batch's targets, replicated gradients are
+ * summed over ranks (gs: bucket by bucket during the backward; NULL: one all-reduce after it),
+ * the UID tables' stay sharded. Returns this rank's loss sums. */
+ModelLoss train_step(Model *m, GradSync *gs, const ModelBatch *b, const OptimConfig *oc, int64_t step,
+                     double *grad_norm);
 
 #endif

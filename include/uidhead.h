@@ -1,8 +1,12 @@
 /* uidhead: the item (UID) tables of the model, kept out of the replicated arena because they
  * are sharded by item range across ranks: the UID input embedding E_u and the UID output head
- * W_u (both items x d), their gradients and AdamW state, for the items [lo, hi) this rank owns.
- * With tie_uid W_u is E_u (one tensor, gradients add). Now one rank owns every item; the calls
- * are written so that the sharded version only adds collectives (marked "sharded:" below). */
+ * W_u (both items x d), their gradients and AdamW state, only for the items [lo, hi) this rank
+ * owns (comm_split_range of the items), so their memory per rank falls as 1/P. With tie_uid
+ * W_u is E_u (one tensor, gradients add).
+ *
+ * Sharded (the model's case), every call below is collective: all ranks call it, each with its
+ * own rows (N may differ and be 0). Unsharded (one rank's private copy, for tests) nothing is
+ * communicated and [lo, hi) is every item. */
 #ifndef CAR_UIDHEAD_H
 #define CAR_UIDHEAD_H
 #include "arena.h"
@@ -10,33 +14,42 @@
 
 typedef struct {
     int64_t n_items, lo, hi; /* all items, and the range [lo, hi) owned here */
-    int d, tied;
+    int d, tied, sharded;
     ParamArena arena; /* "uid_emb" and (untied) "uid_head", rows [lo, hi) of (n_items x d) */
     int emb, head;    /* tensor indices in arena; head == emb when tied */
-    int block;        /* rows of H per logits block */
-    float *work;      /* logits block (block x (hi - lo)) and its row statistics */
-    float *mx, *sum, *tlogit;
+    int block;        /* rows of H per logits block (the same on every rank) */
+    /* workspace, grown as needed */
+    float *work, *stat, *rows, *rows2;
+    int32_t *ids, *ids2;
+    int64_t *counts;
+    size_t work_cap, stat_cap, rows_cap, rows2_cap, ids_cap, ids2_cap;
 } UidHead;
 
-/* Owns items [lo, hi) of n_items; weights ~ normal(0, 0.02) from the counter rng (seed). */
-void uid_init(UidHead *u, int64_t n_items, int64_t lo, int64_t hi, int d, int tied, uint64_t seed);
+/* Weights ~ normal(0, 0.02) from the counter rng (seed), the same values whatever the sharding.
+ * sharded: this rank owns its comm_split_range of the items (collective; fails the job when
+ * there are fewer items than ranks); else all items. */
+void uid_init(UidHead *u, int64_t n_items, int d, int tied, uint64_t seed, int sharded);
 void uid_free(UidHead *u);
 static inline float *uid_emb(const UidHead *u) { return arena_param(&u->arena, u->emb); }
 static inline float *uid_head_w(const UidHead *u) { return arena_param(&u->arena, u->head); }
 void uid_zero_grad(UidHead *u);
-/* Squared norm of this rank's part of the gradients (sharded: summed over ranks). */
+/* Squared norm of the UID tables' gradients, summed over ranks when sharded. */
 double uid_grad_sqnorm(const UidHead *u);
 
-/* out (N,d) = E_u[ids]; ids in [0, n_items). sharded: gather the ids, owners fill rows. */
+/* out (N,d) = E_u[ids]; ids in [0, n_items). Sharded: the ids travel to their owners, the rows
+ * come back (two all-to-alls). */
 void uid_embed_forward(UidHead *u, const int32_t *ids, int N, float *out);
-/* dE_u[ids] += dout (N,d). sharded: owners receive the rows of their ids. */
+/* dE_u[ids] += dout (N,d). Sharded: the rows travel to the owners of their ids. */
 void uid_embed_backward(UidHead *u, const int32_t *ids, int N, const float *dout);
 /* Exact softmax cross-entropy of the UID head: logits = H (N,d) @ W_u^T over all items.
- * Returns the sum over rows of -log p(targets[n]). With dscale != 0 also dW_u += and
- * dH (N,d) += dscale * dCE/dH (dH may hold other gradients already). Logits are made in
- * blocks of u->block rows, never all at once. */
+ * Returns the sum over this rank's rows of -log p(targets[n]). With dscale != 0 also dW_u +=
+ * and dH (N,d) += dscale * dCE/dH (dH may hold other gradients already). Logits are made in
+ * blocks of u->block rows, never all at once. Sharded: every rank's rows are gathered, each
+ * rank makes their logits over its items, the row maximum, the sum of exponentials and the
+ * target logit are all-reduced, and dH (a partial sum over the item shards) is
+ * reduce-scattered back to the rows' ranks. */
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH);
-/* scores (N, hi - lo) = H (N,d) @ W_u[lo:hi]^T: the logits of the items owned here. */
+/* scores (N, hi - lo) = H (N,d) @ W_u[lo:hi]^T: the logits of the items owned here (local). */
 void uid_head_scores(const UidHead *u, const float *H, int N, float *scores);
 
 #endif

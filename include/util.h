@@ -9,6 +9,8 @@ void *xmalloc(size_t n);              /* aborts the job on failure */
 void *xcalloc(size_t count, size_t n);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* Grows *p (capacity *cap elements of elem bytes, contents not kept) to hold need; returns *p. */
+void *xgrow(void *p_, size_t *cap, size_t need, size_t elem);
 char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int file_exists(const char *path);

@@ -66,3 +66,19 @@ if /usr/bin/python3 -c "import torch" 2>/dev/null; then
 else
     echo "PyTorch not installed (apt-get install python3-torch): no C / PyTorch ratio this run"
 fi
+
+echo "== data-parallel training step: one global batch (B=256) split over P ranks, UID tables sharded, 1 BLAS thread per rank"
+echo "   (P=4 on $(nproc) cores is oversubscribed: its times say nothing about speed, its bytes and memory do); median of $REPS runs"
+declare -A dp_tps
+for p in 1 2 4; do
+    tag="P=$p"; [ "$p" -gt "$(nproc)" ] && tag="P=$p (oversubscribed)"
+    lines=()
+    for r in $(seq "$REPS"); do
+        lines+=("$(OPENBLAS_NUM_THREADS=1 mpirun -n "$p" "$BUILD/bench/bench_train" --steps 5 | grep '^BENCH')")
+    done
+    best=$(printf '%s\n' "${lines[@]}" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^tokens_per_s=/) {split($i, a, "="); print a[2], NR}}' | sort -g | awk '{a[NR]=$2} END {print a[int((NR+1)/2)]}')
+    line=${lines[$((best - 1))]}
+    dp_tps[$p]=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
+    echo "$tag: $(echo "$line" | sed 's/^BENCH train //')"
+done
+echo "speed-up over P=1: P=2 $(awk -v a="${dp_tps[2]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}'), P=4 $(awk -v a="${dp_tps[4]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}') (oversubscribed)"

@@ -13,7 +13,7 @@ runs=()
 for seed in $SEEDS; do
     runs+=("car $seed" "car_no_fusion $seed -o model.fusion=none" "car_alpha0 $seed -o train.alpha=0")
 done
-[ -n "${WITH_AR:-1}" ] && runs+=("ar 1 -o train.mode=ar")
+[ -n "${WITH_AR-1}" ] && runs+=("ar 1 -o train.mode=ar")
 printf '%s\n' "${runs[@]}" | xargs -P "$JOBS" -I{} bash -c '
     set -- {}; variant=$1 seed=$2; shift 2
     dir=runs/beauty/${variant}_s${seed}

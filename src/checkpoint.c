@@ -169,7 +169,7 @@ static void sync_path(const char *path) {
 /* ---------- configuration ---------- */
 
 char *checkpoint_config_text(const CarConfig *cfg) {
-    static const char *const skipped[] = {"train.log_every", "eval.batch_size"}; /* change nothing learned */
+    static const char *const skipped[] = {"train.log_every", "train.grad_bucket_kib", "eval.batch_size"}; /* change nothing learned */
     char *full = config_to_string(cfg), *out = NULL, section[64] = "";
     size_t n = 0;
     FILE *f = open_memstream(&out, &n);

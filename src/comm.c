@@ -158,43 +158,163 @@ double comm_peak_rss_mib(void) {
     return mib;
 }
 
+/* ------------------------------------------------------------ collectives and their cost */
+
+static CommStats stats;
+static int profiling;
+
+void comm_set_profiling(int on) { profiling = on; }
+void comm_stats_reset(void) { memset(&stats, 0, sizeof stats); }
+CommStats comm_stats(void) { return stats; }
+
+/* With profiling on, a barrier first: waiting there for the slowest rank is idle time, so the
+ * collective's own time is communication alone. Returns the start of the collective. */
+static double coll_begin(void) {
+    if (profiling && world_size > 1) {
+        double t = MPI_Wtime();
+        COMM_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        stats.idle_seconds += MPI_Wtime() - t;
+    }
+    return MPI_Wtime();
+}
+
+static void coll_end(double t0, int64_t bytes) {
+    stats.comm_seconds += MPI_Wtime() - t0;
+    stats.bytes += bytes;
+    stats.calls++;
+}
+
+static int mpi_count(int64_t n, const char *what) {
+    if (n > INT32_MAX) comm_fatal("%s of %lld elements: more than MPI's int count", what, (long long)n);
+    return (int)n;
+}
+
 void comm_barrier(void) { COMM_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
 
 static void allreduce(void *buf, int n, MPI_Datatype type, MPI_Op op) {
     if (world_size == 1 || n == 0) return;
+    int size;
+    MPI_Type_size(type, &size);
+    double t0 = coll_begin();
     COMM_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, n, type, op, MPI_COMM_WORLD));
+    coll_end(t0, (int64_t)n * size);
+}
+
+void comm_sum_float_start(float *buf, int64_t n, CommPending *p) {
+    p->active = world_size > 1 && n > 0;
+    p->bytes = n * (int64_t)sizeof(float);
+    if (!p->active) return;
+    double t0 = MPI_Wtime();
+    COMM_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, mpi_count(n, "iallreduce"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->req));
+    coll_end(t0, p->bytes);
+}
+
+void comm_progress(CommPending *p, int n) {
+    for (int i = 0; i < n; i++)
+        if (p[i].active) {
+            int done = 0;
+            COMM_CHECK(MPI_Test(&p[i].req, &done, MPI_STATUS_IGNORE));
+            if (done) p[i].active = 0;
+        }
+}
+
+void comm_wait(CommPending *p, int n) {
+    double t0 = MPI_Wtime();
+    for (int i = 0; i < n; i++)
+        if (p[i].active) {
+            COMM_CHECK(MPI_Wait(&p[i].req, MPI_STATUS_IGNORE));
+            p[i].active = 0;
+        }
+    stats.comm_seconds += MPI_Wtime() - t0;
 }
 
 void comm_sum_i64(int64_t *buf, int n) { allreduce(buf, n, MPI_INT64_T, MPI_SUM); }
 void comm_sum_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_SUM); }
 void comm_sum_float(float *buf, int n) { allreduce(buf, n, MPI_FLOAT, MPI_SUM); }
+void comm_xor_u64(uint64_t *buf, int n) { allreduce(buf, n, MPI_UINT64_T, MPI_BXOR); }
+void comm_max_float(float *buf, int n) { allreduce(buf, n, MPI_FLOAT, MPI_MAX); }
 void comm_max_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_MAX); }
 void comm_min_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_MIN); }
 
 void comm_bcast(void *buf, int64_t bytes, int root) {
     if (world_size == 1) return;
     const int64_t chunk = 1 << 30; /* MPI counts are int */
+    double t0 = coll_begin();
     for (int64_t off = 0; off < bytes; off += chunk) {
         int64_t n = bytes - off < chunk ? bytes - off : chunk;
         COMM_CHECK(MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, root, MPI_COMM_WORLD));
     }
+    coll_end(t0, world_rank == root ? bytes : 0);
+}
+
+/* displacements of consecutive blocks of counts[r] elements of elem_bytes, as MPI byte counts */
+static void byte_layout(const int64_t *counts, int64_t elem_bytes, int *bcounts, int *bdispls, const char *what) {
+    int64_t off = 0;
+    for (int r = 0; r < world_size; r++) {
+        bcounts[r] = mpi_count(counts[r] * elem_bytes, what);
+        bdispls[r] = mpi_count(off, what);
+        off += counts[r] * elem_bytes;
+    }
+    mpi_count(off, what);
+}
+
+void comm_allgather_counts(int64_t mine, int64_t *all) {
+    all[0] = mine;
+    if (world_size == 1) return;
+    double t0 = coll_begin();
+    COMM_CHECK(MPI_Allgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, MPI_COMM_WORLD));
+    coll_end(t0, sizeof mine);
+}
+
+void comm_allgatherv_counted(const void *send, const int64_t *counts, void *recv, int64_t elem_bytes) {
+    int64_t mine = counts[world_rank] * elem_bytes;
+    if (world_size == 1) { memmove(recv, send, (size_t)mine); return; }
+    int *bc = xmalloc(sizeof(int) * (size_t)world_size), *bd = xmalloc(sizeof(int) * (size_t)world_size);
+    byte_layout(counts, elem_bytes, bc, bd, "allgatherv");
+    double t0 = coll_begin();
+    COMM_CHECK(MPI_Allgatherv(send, bc[world_rank], MPI_BYTE, recv, bc, bd, MPI_BYTE, MPI_COMM_WORLD));
+    coll_end(t0, mine);
+    free(bc); free(bd);
 }
 
 void comm_allgatherv_bytes(const void *send, int64_t send_count, void *recv, int64_t elem_bytes) {
-    int64_t mine = send_count * elem_bytes;
-    if (world_size == 1) { memmove(recv, send, (size_t)mine); return; }
     int64_t *all = xmalloc(sizeof(int64_t) * (size_t)world_size);
-    COMM_CHECK(MPI_Allgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, MPI_COMM_WORLD));
-    int *counts = xmalloc(sizeof(int) * (size_t)world_size), *displs = xmalloc(sizeof(int) * (size_t)world_size);
-    int64_t off = 0;
-    for (int r = 0; r < world_size; r++) {
-        if (all[r] > 2147483647 || off > 2147483647) comm_fatal("allgatherv of more than 2 GiB is not supported");
-        counts[r] = (int)all[r];
-        displs[r] = (int)off;
-        off += all[r];
-    }
-    COMM_CHECK(MPI_Allgatherv(send, (int)mine, MPI_BYTE, recv, counts, displs, MPI_BYTE, MPI_COMM_WORLD));
-    free(all); free(counts); free(displs);
+    comm_allgather_counts(send_count, all);
+    comm_allgatherv_counted(send, all, recv, elem_bytes);
+    free(all);
+}
+
+void comm_alltoall_counts(const int64_t *send_counts, int64_t *recv_counts) {
+    if (world_size == 1) { recv_counts[0] = send_counts[0]; return; }
+    double t0 = coll_begin();
+    COMM_CHECK(MPI_Alltoall(send_counts, 1, MPI_INT64_T, recv_counts, 1, MPI_INT64_T, MPI_COMM_WORLD));
+    coll_end(t0, (int64_t)sizeof(int64_t) * (world_size - 1));
+}
+
+void comm_alltoallv(const void *send, const int64_t *send_counts, void *recv, const int64_t *recv_counts,
+                    int64_t elem_bytes) {
+    if (world_size == 1) { memmove(recv, send, (size_t)(send_counts[0] * elem_bytes)); return; }
+    int P = world_size, *sc = xmalloc(sizeof(int) * 4 * (size_t)P), *sd = sc + P, *rc = sd + P, *rd = rc + P;
+    byte_layout(send_counts, elem_bytes, sc, sd, "alltoallv");
+    byte_layout(recv_counts, elem_bytes, rc, rd, "alltoallv");
+    int64_t sent = 0;
+    for (int r = 0; r < P; r++) sent += r == world_rank ? 0 : sc[r];
+    double t0 = coll_begin();
+    COMM_CHECK(MPI_Alltoallv(send, sc, sd, MPI_BYTE, recv, rc, rd, MPI_BYTE, MPI_COMM_WORLD));
+    coll_end(t0, sent);
+    free(sc);
+}
+
+void comm_reduce_scatter_float(const float *send, float *recv, const int64_t *recv_counts) {
+    if (world_size == 1) { memmove(recv, send, sizeof(float) * (size_t)recv_counts[0]); return; }
+    int *rc = xmalloc(sizeof(int) * (size_t)world_size);
+    int64_t total = 0;
+    for (int r = 0; r < world_size; r++) total += recv_counts[r], rc[r] = mpi_count(recv_counts[r], "reduce_scatter");
+    mpi_count(total, "reduce_scatter");
+    double t0 = coll_begin();
+    COMM_CHECK(MPI_Reduce_scatter(send, recv, rc, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    coll_end(t0, total * (int64_t)sizeof(float));
+    free(rc);
 }
 
 void comm_split_range(int64_t n, int parts, int part, int64_t *lo, int64_t *hi) {

@@ -55,6 +55,7 @@ static const Key schema[] = {
     {"train", "patience", T_INT, F(train.patience), 0, 100000, NULL, "5"},
     {"train", "eval_every", T_INT, F(train.eval_every), 1, 100000, NULL, "1"},
     {"train", "log_every", T_INT, F(train.log_every), 1, 1000000, NULL, "50"},
+    {"train", "grad_bucket_kib", T_INT, F(train.grad_bucket_kib), 0, 1048576, NULL, "256"},
 
     {"eval", "think_weight", T_FLOAT, F(eval.think_weight), 0, 100, NULL, "0"},
     {"eval", "think_levels", T_INT, F(eval.think_levels), 0, SID_MAX_LEVELS, NULL, "0"},

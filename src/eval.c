@@ -57,14 +57,26 @@ static int batches_needed(int n, int batch) {
     return (int)nb;
 }
 
+/* Items of the owned range [lo, lo + nv) that a filtered history marks (set 1) or unmarks (0). */
+static void mark_history(uint8_t *skip, const int32_t *hist, int n, int32_t target, int64_t lo, int64_t nv, int set) {
+    for (int k = 0; k < n; k++)
+        if (hist[k] != target && hist[k] >= lo && hist[k] < lo + nv) skip[hist[k] - lo] = (uint8_t)set;
+}
+
 void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out) {
     Histories h;
     collect(users, split, o->max_history, 0, &h);
-    int d = m->spec.d_model, Bmax = o->batch_size;
+    int d = m->spec.d_model, Bmax = o->batch_size, P = comm_size();
     int64_t lo = m->uid.lo, nv = m->uid.hi - m->uid.lo;
+    /* every round gathers all ranks' encoded users; each rank scores them against its items */
+    int64_t *rows_of = xmalloc(sizeof(int64_t) * (size_t)P), *items_of = xmalloc(sizeof(int64_t) * (size_t)P);
     float *H = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)d);
-    float *scores = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)nv);
-    uint8_t *skip = o->filter_history ? xcalloc((size_t)nv, 1) : NULL;
+    float *Hg = xmalloc(sizeof(float) * (size_t)P * Bmax * (size_t)d);
+    int32_t *tg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax), *lg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax);
+    int32_t *len32 = xmalloc(sizeof(int32_t) * (size_t)Bmax), *hg = NULL;
+    int64_t *hoff = xmalloc(sizeof(int64_t) * ((size_t)P * Bmax + 1)), *above = xmalloc(sizeof(int64_t) * (size_t)Bmax);
+    float *scores = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)(nv ? nv : 1)), *ts = xmalloc(sizeof(float) * (size_t)Bmax);
+    uint8_t *skip = o->filter_history ? xcalloc((size_t)(nv ? nv : 1), 1) : NULL;
     memset(out, 0, sizeof *out);
     int nb = batches_needed(h.n, Bmax);
     for (int bi = 0; bi < nb; bi++) {
@@ -72,24 +84,45 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
         if (B < 0) B = 0;
         ModelBatch batch = {B, h.len + first, h.items + (B ? h.hist_off[first] : 0), h.sample + first};
         model_encode(m, &batch, H);
-        model_score_items(m, H, B, (float)o->think_weight, o->think_levels, scores);
-        for (int b = 0; b < B; b++) {
-            const float *s = scores + (int64_t)b * nv;
-            int32_t t = h.target[first + b];
-            int64_t ti = t >= lo && t < lo + nv ? t - lo : -1;
-            const int32_t *hist = h.items + h.hist_off[first + b];
-            if (skip)
-                for (int k = 0; k < h.len[first + b]; k++)
-                    if (hist[k] != t && hist[k] >= lo && hist[k] < lo + nv) skip[hist[k] - lo] = 1;
-            /* sharded: the target's score comes from its owner (here every item is local) */
-            metrics_add(out, metrics_count_above(s, nv, s[ti], ti, skip));
-            if (skip)
-                for (int k = 0; k < h.len[first + b]; k++)
-                    if (hist[k] >= lo && hist[k] < lo + nv) skip[hist[k] - lo] = 0;
+        comm_allgather_counts(B, rows_of);
+        int64_t G = 0;
+        for (int r = 0; r < P; r++) G += rows_of[r];
+        comm_allgatherv_counted(H, rows_of, Hg, (int64_t)d * sizeof(float));
+        comm_allgatherv_counted(h.target + first, rows_of, tg, sizeof(int32_t));
+        if (skip) { /* the histories travel too: every item shard filters its own items */
+            for (int b = 0; b < B; b++) len32[b] = h.len[first + b];
+            comm_allgatherv_counted(len32, rows_of, lg, sizeof(int32_t));
+            int64_t mine = B ? h.hist_off[first + B] - h.hist_off[first] : 0;
+            comm_allgather_counts(mine, items_of);
+            hoff[0] = 0;
+            for (int64_t g = 0; g < G; g++) hoff[g + 1] = hoff[g] + lg[g];
+            hg = xrealloc(hg, sizeof(int32_t) * (size_t)(hoff[G] + 1));
+            comm_allgatherv_counted(h.items + (B ? h.hist_off[first] : 0), items_of, hg, sizeof(int32_t));
+        }
+        for (int64_t g0 = 0; g0 < G; g0 += Bmax) {
+            int gb = G - g0 < Bmax ? (int)(G - g0) : Bmax;
+            model_score_items(m, Hg + (size_t)g0 * d, gb, (float)o->think_weight, o->think_levels, scores);
+            for (int b = 0; b < gb; b++) { /* the target's score, from the rank that owns the target */
+                int32_t t = tg[g0 + b];
+                ts[b] = t >= lo && t < lo + nv ? scores[(size_t)b * nv + (t - lo)] : 0.0f;
+            }
+            comm_sum_float(ts, gb); /* exact: one rank adds the score, the others zeros */
+            for (int b = 0; b < gb; b++) {
+                int32_t t = tg[g0 + b];
+                const int32_t *hist = skip ? hg + hoff[g0 + b] : NULL;
+                if (skip) mark_history(skip, hist, lg[g0 + b], t, lo, nv, 1);
+                above[b] = metrics_count_above(scores + (size_t)b * nv, nv, ts[b], t >= lo && t < lo + nv ? t - lo : -1,
+                                               skip);
+                if (skip) mark_history(skip, hist, lg[g0 + b], t, lo, nv, 0);
+            }
+            comm_sum_i64(above, gb); /* the rank of each target among all items */
+            if (comm_rank() == 0)
+                for (int b = 0; b < gb; b++) metrics_add(out, above[b]);
         }
     }
     metrics_reduce(out);
-    free(H); free(scores); free(skip);
+    free(rows_of); free(items_of); free(H); free(Hg); free(tg); free(lg); free(len32); free(hg); free(hoff);
+    free(above); free(scores); free(ts); free(skip);
     histories_free(&h);
 }
 

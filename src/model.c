@@ -104,7 +104,7 @@ void model_create(Model *m, const ModelSpec *spec, const int32_t *codes) {
         int resid = strstr(a->t[i].name, "attn.proj.w") || strstr(a->t[i].name, "mlp.proj.w");
         arena_init_normal(a, i, resid ? resid_std : 0.02, s->seed);
     }
-    uid_init(&m->uid, s->n_items, 0, s->n_items, d, s->tie_uid, s->seed);
+    uid_init(&m->uid, s->n_items, d, s->tie_uid, s->seed, !s->local_items);
 }
 
 void model_free(Model *m) {
@@ -387,7 +387,7 @@ static void heads_forward_backward(Model *m, double *sums) {
         const int *rows = m->tgt_rows + (size_t)k * N;
         const int32_t *tgt = m->tgt + (size_t)k * N;
         sums[k] = 0;
-        if (n == 0) continue;
+        if (n == 0 && k < L) continue; /* the UID head is collective: every rank calls it */
         for (int i = 0; i < n; i++) memcpy(H + (size_t)i * d, m->lnf + (size_t)rows[i] * d, (size_t)d * sizeof(float));
         float w = s->mode == MODE_CAR && k < L ? s->alpha / (float)L : 1.0f;
         float ds = m->dloss * w;
@@ -495,6 +495,10 @@ static float *branch_grad(Model *m, int site) {
     return m->dbranch;
 }
 
+static void grads_ready(Model *m, int first_tensor) {
+    if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, m->params.t[first_tensor].offset);
+}
+
 void model_backward(Model *m) {
     if (!m->target_mode || m->dloss == 0) comm_fatal("model_backward: the last model_forward had no gradient (dloss 0)");
     const ModelSpec *s = &m->spec;
@@ -506,6 +510,7 @@ void model_backward(Model *m) {
     const float *res_last = s->n_layers ? m->la[s->n_layers - 1].res3 : m->x0;
     layernorm_backward(m->dres, arena_grad(a, m->lnf_w), arena_grad(a, m->lnf_b), m->dlnf, res_last,
                        arena_param(a, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, d);
+    grads_ready(m, m->lnf_w); /* the final LayerNorm and the think heads (done in the forward) */
     for (int l = s->n_layers - 1; l >= 0; l--) {
         const LayerParams *p = &m->layer[l];
         const LayerActs *t = &m->la[l];
@@ -534,6 +539,7 @@ void model_backward(Model *m) {
                         arena_param(a, p->qkv_w), N, d, 3 * d);
         layernorm_backward(m->dres, arena_grad(a, p->ln1_w), arena_grad(a, p->ln1_b), m->dln, res_in,
                            arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d);
+        grads_ready(m, p->ln1_w); /* block l's tensors lie from its ln1_w on */
     }
     /* embeddings: x0 = dropout(fusion(emb) + pos + level) */
     if (dropout_on(m)) dropout_site(m, m->dres, m->dres, NULL, 0);
@@ -557,7 +563,7 @@ void model_backward(Model *m) {
 }
 
 double model_optimizer_step(Model *m, const OptimConfig *c, int64_t step) {
-    double sq = arena_grad_sqnorm(&m->params) + uid_grad_sqnorm(&m->uid);
+    double sq = arena_grad_sqnorm(&m->params) + uid_grad_sqnorm(&m->uid); /* params: reduced already */
     float clip = optim_clip_scale(sq, c->grad_clip);
     float lr = (float)optim_lr(c, step);
     adamw_step(&m->params, 0, m->params.total, c, lr, clip, step + 1);

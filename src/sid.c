@@ -271,7 +271,7 @@ int sid_stage_run(const CarConfig *cfg) {
     return 1;
 }
 
-void sid_load_codes(const char *run_dir, int64_t lo, int64_t hi, int levels, int32_t *codes) {
+void sid_load_codes(const char *run_dir, int64_t n_items, int64_t lo, int64_t hi, int levels, int32_t *codes) {
     char *path = sids_path(run_dir);
     int exists = comm_rank() == 0 ? file_exists(path) : 0;
     comm_bcast(&exists, sizeof exists, 0);
@@ -280,6 +280,10 @@ void sid_load_codes(const char *run_dir, int64_t lo, int64_t hi, int levels, int
     int64_t dims[2] = {0, 0};
     if (!h5io_has(f, "/sid/codes") || h5io_shape(f, "/sid/codes", dims, 2) != 2 || dims[1] != levels)
         comm_fail("%s: /sid/codes is missing or has %lld levels, expected %d (sid.levels)", path, (long long)dims[1], levels);
+    if (dims[0] != n_items)
+        comm_fail("%s: /sid/codes has %lld items, the dataset %lld: these SIDs were made for another dataset (run the "
+                  "sid stage again)",
+                  path, (long long)dims[0], (long long)n_items);
     char *err = lo < 0 || hi > dims[0] || lo > hi ? xsprintf("%s: rows %lld..%lld asked of /sid/codes with %lld rows",
                                                             path, (long long)lo, (long long)hi, (long long)dims[0])
                                                   : NULL;

@@ -2,6 +2,7 @@
 #include "comm.h"
 #include "dataset.h"
 #include "eval.h"
+#include "gradsync.h"
 #include "h5io.h"
 #include "log.h"
 #include "model.h"
@@ -100,6 +101,26 @@ static json_t *slow_thinking_sweep(Model *m, const UserSlice *users, const EvalO
     return out;
 }
 
+static void start_ready_grads(void *gs, size_t from) { gradsync_ready(gs, from); }
+
+ModelLoss train_step(Model *m, GradSync *gs, const ModelBatch *b, const OptimConfig *oc, int64_t step,
+                     double *grad_norm) {
+    double targets = (double)model_count_targets(m, b);
+    comm_sum_double(&targets, 1);
+    if (targets == 0) comm_fatal("train_step: the global batch of step %lld has no target", (long long)step);
+    model_zero_grad(m);
+    ModelLoss l = model_forward(m, b, 1, step, (float)(1.0 / targets));
+    m->grads_ready = gs ? start_ready_grads : NULL;
+    m->grads_ready_ctx = gs;
+    model_backward(m);
+    m->grads_ready = NULL;
+    /* the UID tables' gradients stay with their owners */
+    if (gs) gradsync_finish(gs);
+    else comm_sum_float(m->params.grads, (int)m->params.total);
+    *grad_norm = model_optimizer_step(m, oc, step);
+    return l;
+}
+
 static void optim_from_config(OptimConfig *oc, const CarConfig *cfg, int64_t total_steps) {
     optim_defaults(oc);
     oc->lr = cfg->train.lr;
@@ -149,10 +170,23 @@ typedef struct {
     int32_t *codes;
     Model m;
     EvalOptions eo;
+    GradSync sync;
     ParamArena *arenas[2];
     const char *names[2];
     char *cfg_text;
 } Run;
+
+/* Collective: a hash of every user's item sequence, the same for any rank count. */
+static uint64_t users_fingerprint(const UserSlice *us) {
+    uint64_t h = 0;
+    for (int64_t u = us->lo; u < us->hi; u++) {
+        uint64_t x = fnv1a64(FNV64_INIT, &u, sizeof u);
+        int64_t a = us->offsets[u - us->lo], b = us->offsets[u - us->lo + 1];
+        h ^= fnv1a64(x, us->items + a, sizeof(int32_t) * (size_t)(b - a));
+    }
+    comm_xor_u64(&h, 1);
+    return h;
+}
 
 static void run_open(Run *r, const CarConfig *cfg) {
     memset(r, 0, sizeof *r);
@@ -162,27 +196,37 @@ static void run_open(Run *r, const CarConfig *cfg) {
     r->V = r->ds.n_items;
     r->offsets = xmalloc(sizeof(int64_t) * (size_t)(r->U + 1));
     h5io_read_all(r->ds.file, "/users/offsets", H5T_NATIVE_INT64, r->offsets);
+    if (r->V < comm_size())
+        comm_fail("%s has %lld items, fewer than the %d ranks (every rank owns a range of the items): run with at most "
+                  "%lld ranks",
+                  cfg->data.path, (long long)r->V, comm_size(), (long long)r->V);
     dataset_read_my_users(&r->ds, &r->users);
     int L = cfg->sid.levels;
     if (L > 0) {
         r->codes = xmalloc(sizeof(int32_t) * (size_t)(r->V * L));
-        sid_load_codes(cfg->run.dir, 0, r->V, L, r->codes);
+        sid_load_codes(cfg->run.dir, r->V, 0, r->V, L, r->codes);
     }
     ModelSpec spec;
     model_spec_from_config(&spec, cfg, r->V);
     model_create(&r->m, &spec, r->codes);
+    gradsync_init(&r->sync, &r->m.params, (size_t)cfg->train.grad_bucket_kib * 1024 / sizeof(float));
     eval_options_from_config(&r->eo, cfg);
     r->arenas[0] = &r->m.params;
     r->arenas[1] = &r->m.uid.arena;
     r->names[0] = "params";
     r->names[1] = "uid";
-    r->cfg_text = checkpoint_config_text(cfg);
+    /* the data is part of the trajectory: a checkpoint of another dataset at the same path must not load */
+    char *text = checkpoint_config_text(cfg);
+    r->cfg_text = xsprintf("%sdata.users = %lld;\ndata.items = %lld;\ndata.fingerprint = \"%016llx\";\n", text,
+                           (long long)r->U, (long long)r->V, (unsigned long long)users_fingerprint(&r->users));
+    free(text);
 }
 
 static void run_close(Run *r) {
     free(r->cfg_text);
     free(r->codes);
     free(r->offsets);
+    gradsync_free(&r->sync);
     model_free(&r->m);
     user_slice_free(&r->users);
     dataset_close(&r->ds);
@@ -268,16 +312,8 @@ static int train_loop(Run *r, json_t *summary) {
                 sample[nb++] = u;
             }
             ModelBatch batch = {nb, len, items, sample};
-            double targets = (double)model_count_targets(m, &batch);
-            comm_sum_double(&targets, 1);
-            model_zero_grad(m);
-            ModelLoss l = model_forward(m, &batch, 1, step, (float)(1.0 / targets));
-            model_backward(m);
-            if (comm_size() > 1) {
-                comm_sum_float(m->params.grads, (int)m->params.total);
-                comm_sum_float(m->uid.arena.grads, (int)m->uid.arena.total);
-            }
-            double gnorm = model_optimizer_step(m, &oc, step);
+            double gnorm;
+            ModelLoss l = train_step(m, &r->sync, &batch, &oc, step, &gnorm);
             double tok = 0;
             for (int b = 0; b < nb; b++) tok += is_ar ? (double)len[b] * C - 1 : (double)(len[b] - 1) * C;
             /* the stop flag travels with the loss sums: every rank stops at the same step */

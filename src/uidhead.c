@@ -8,49 +8,108 @@
 #include <stdlib.h>
 #include <string.h>
 
-void uid_init(UidHead *u, int64_t n_items, int64_t lo, int64_t hi, int d, int tied, uint64_t seed) {
+void uid_init(UidHead *u, int64_t n_items, int d, int tied, uint64_t seed, int sharded) {
     memset(u, 0, sizeof *u);
+    int P = sharded ? comm_size() : 1;
+    if (n_items < P)
+        comm_fail("%lld items cannot be split over %d ranks (every rank owns a range of items): run with at most "
+                  "%lld ranks",
+                  (long long)n_items, P, (long long)n_items);
     u->n_items = n_items;
-    u->lo = lo;
-    u->hi = hi;
+    u->sharded = sharded && P > 1;
+    comm_split_range(n_items, P, sharded ? comm_rank() : 0, &u->lo, &u->hi);
     u->d = d;
     u->tied = tied;
-    u->emb = arena_add_rows(&u->arena, "uid_emb", hi - lo, d, PARAM_EMBEDDING, lo, n_items);
-    u->head = tied ? u->emb : arena_add_rows(&u->arena, "uid_head", hi - lo, d, PARAM_MATRIX, lo, n_items);
+    u->emb = arena_add_rows(&u->arena, "uid_emb", u->hi - u->lo, d, PARAM_EMBEDDING, u->lo, n_items);
+    u->head = tied ? u->emb : arena_add_rows(&u->arena, "uid_head", u->hi - u->lo, d, PARAM_MATRIX, u->lo, n_items);
     arena_alloc(&u->arena);
     for (int i = 0; i < u->arena.n; i++) arena_init_normal(&u->arena, i, 0.02, seed);
     u->block = 256;
+    u->counts = xmalloc(2 * sizeof(int64_t) * (size_t)P);
 }
 
 void uid_free(UidHead *u) {
     arena_free(&u->arena);
-    free(u->work);
-    free(u->mx);
-    free(u->sum);
-    free(u->tlogit);
+    free(u->work); free(u->stat); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
     memset(u, 0, sizeof *u);
 }
 
 void uid_zero_grad(UidHead *u) { arena_zero_grad(&u->arena); }
 
-double uid_grad_sqnorm(const UidHead *u) { return arena_grad_sqnorm(&u->arena); }
+double uid_grad_sqnorm(const UidHead *u) {
+    double sq = arena_grad_sqnorm(&u->arena);
+    if (u->sharded) comm_sum_double(&sq, 1);
+    return sq;
+}
 
-static void check_ids(const UidHead *u, const int32_t *ids, int N) {
+static void check_ids(const UidHead *u, const int32_t *ids, int N, const char *what) {
     for (int n = 0; n < N; n++)
-        if (ids[n] < u->lo || ids[n] >= u->hi)
-            comm_fatal("uidhead: item %d outside the owned range [%lld, %lld)", (int)ids[n], (long long)u->lo,
-                       (long long)u->hi);
+        if (ids[n] < 0 || ids[n] >= u->n_items)
+            comm_fatal("uidhead: %s item %d outside [0, %lld)", what, (int)ids[n], (long long)u->n_items);
+}
+
+/* Routes ids to their owners: u->ids2 (what this rank asked, grouped by owner rank, in the
+ * order of the ids within each owner), *order (N): the slot of id n in that grouping;
+ * u->counts[0..P) sent, [P..2P) received; u->ids (received ids, in rank order). Returns
+ * the number received. */
+static int64_t route_ids(UidHead *u, const int32_t *ids, int N, int **order) {
+    int P = comm_size();
+    int64_t *sent = u->counts, *recv = sent + P;
+    memset(sent, 0, sizeof(int64_t) * (size_t)P);
+    int *owner = xmalloc(sizeof(int) * (size_t)(N + 1)), *ord = xmalloc(sizeof(int) * (size_t)(N + 1));
+    for (int n = 0; n < N; n++) sent[owner[n] = comm_range_owner(u->n_items, P, ids[n])]++;
+    int64_t *start = xcalloc((size_t)P + 1, sizeof(int64_t));
+    for (int r = 0; r < P; r++) start[r + 1] = start[r] + sent[r];
+    xgrow(&u->ids2, &u->ids2_cap, (size_t)N, sizeof(int32_t));
+    for (int n = 0; n < N; n++) {
+        ord[n] = (int)start[owner[n]]++;
+        u->ids2[ord[n]] = ids[n];
+    }
+    comm_alltoall_counts(sent, recv);
+    int64_t R = 0;
+    for (int r = 0; r < P; r++) R += recv[r];
+    xgrow(&u->ids, &u->ids_cap, (size_t)R, sizeof(int32_t));
+    comm_alltoallv(u->ids2, sent, u->ids, recv, sizeof(int32_t));
+    free(owner);
+    free(start);
+    *order = ord;
+    return R;
 }
 
 void uid_embed_forward(UidHead *u, const int32_t *ids, int N, float *out) {
-    check_ids(u, ids, N);
-    const float *table = uid_emb(u) - (size_t)u->lo * u->d;
-    embedding_forward(out, NULL, ids, N, table, u->d);
+    check_ids(u, ids, N, "input");
+    int d = u->d;
+    const float *table = uid_emb(u) - (size_t)u->lo * d;
+    if (!u->sharded) {
+        embedding_forward(out, NULL, ids, N, table, d);
+        return;
+    }
+    int *order;
+    int64_t R = route_ids(u, ids, N, &order), P = comm_size();
+    float *rows = xgrow(&u->rows, &u->rows_cap, (size_t)R * d, sizeof(float));
+    embedding_forward(rows, NULL, u->ids, (int)R, table, d); /* owners fill the rows asked of them */
+    float *back = xgrow(&u->rows2, &u->rows2_cap, (size_t)N * d, sizeof(float));
+    comm_alltoallv(rows, u->counts + P, back, u->counts, (int64_t)d * sizeof(float));
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * d, back + (size_t)order[n] * d, (size_t)d * sizeof(float));
+    free(order);
 }
 
 void uid_embed_backward(UidHead *u, const int32_t *ids, int N, const float *dout) {
-    float *dtable = arena_grad(&u->arena, u->emb) - (size_t)u->lo * u->d;
-    embedding_backward(dtable, NULL, ids, N, dout, u->d);
+    check_ids(u, ids, N, "input");
+    int d = u->d;
+    float *dtable = arena_grad(&u->arena, u->emb) - (size_t)u->lo * d;
+    if (!u->sharded) {
+        embedding_backward(dtable, NULL, ids, N, dout, d);
+        return;
+    }
+    int *order;
+    int64_t R = route_ids(u, ids, N, &order), P = comm_size();
+    float *grouped = xgrow(&u->rows2, &u->rows2_cap, (size_t)N * d, sizeof(float));
+    for (int n = 0; n < N; n++) memcpy(grouped + (size_t)order[n] * d, dout + (size_t)n * d, (size_t)d * sizeof(float));
+    float *rows = xgrow(&u->rows, &u->rows_cap, (size_t)R * d, sizeof(float));
+    comm_alltoallv(grouped, u->counts, rows, u->counts + P, (int64_t)d * sizeof(float));
+    embedding_backward(dtable, NULL, u->ids, (int)R, rows, d);
+    free(order);
 }
 
 void uid_head_scores(const UidHead *u, const float *H, int N, float *scores) {
@@ -61,39 +120,73 @@ void uid_head_scores(const UidHead *u, const float *H, int N, float *scores) {
 }
 
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH) {
-    int V = (int)(u->hi - u->lo), d = u->d, bs = u->block;
-    if (!u->work) {
-        u->work = xmalloc((size_t)bs * (V ? V : 1) * sizeof(float));
-        u->mx = xmalloc((size_t)bs * sizeof(float));
-        u->sum = xmalloc((size_t)bs * sizeof(float));
-        u->tlogit = xmalloc((size_t)bs * sizeof(float));
+    check_ids(u, targets, N, "target");
+    int V = (int)(u->hi - u->lo), d = u->d, bs = u->block, P = comm_size(), me = comm_rank();
+    /* the rows of every rank (sharded), or just these */
+    const float *Hall = H;
+    const int32_t *Tall = targets;
+    int64_t NT = N, first = 0, *rows_of = NULL;
+    if (u->sharded) {
+        rows_of = xmalloc(sizeof(int64_t) * 2 * (size_t)P);
+        comm_allgather_counts(N, rows_of);
+        NT = 0;
+        for (int r = 0; r < P; r++) {
+            if (r == me) first = NT;
+            NT += rows_of[r];
+        }
+        float *hg = xgrow(&u->rows, &u->rows_cap, (size_t)NT * d, sizeof(float));
+        comm_allgatherv_counted(H, rows_of, hg, (int64_t)d * sizeof(float));
+        int32_t *tg = xgrow(&u->ids, &u->ids_cap, (size_t)NT, sizeof(int32_t));
+        comm_allgatherv_counted(targets, rows_of, tg, sizeof(int32_t));
+        Hall = hg;
+        Tall = tg;
     }
+    float *dHall = NULL;
+    if (dscale != 0) dHall = u->sharded ? xgrow(&u->rows2, &u->rows2_cap, (size_t)NT * d, sizeof(float)) : dH;
+    if (dHall && u->sharded) memset(dHall, 0, (size_t)NT * d * sizeof(float));
+    float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * (V ? V : 1), sizeof(float));
+    float *st = xgrow(&u->stat, &u->stat_cap, 3 * (size_t)bs, sizeof(float)), *mx = st, *sum = st + bs, *tl = st + 2 * bs;
+    int32_t local[bs]; /* target index within the owned range, -1 when owned elsewhere */
     const float *W = uid_head_w(u);
     float *dW = arena_grad(&u->arena, u->head);
-    int32_t local[bs]; /* target index within the owned range, -1 when owned elsewhere */
     double loss = 0;
-    for (int r0 = 0; r0 < N; r0 += bs) {
-        int nb = N - r0 < bs ? N - r0 : bs;
-        const float *Hb = H + (size_t)r0 * d;
-        float *x = u->work;
+    for (int64_t r0 = 0; r0 < NT; r0 += bs) {
+        int nb = NT - r0 < bs ? (int)(NT - r0) : bs;
+        const float *Hb = Hall + (size_t)r0 * d;
         uid_head_scores(u, Hb, nb, x);
         for (int n = 0; n < nb; n++) {
-            int32_t t = targets[r0 + n];
-            if (t < 0 || t >= u->n_items) comm_fatal("uidhead: target item %d outside [0, %lld)", (int)t,
-                                                     (long long)u->n_items);
+            int32_t t = Tall[r0 + n];
             local[n] = t >= u->lo && t < u->hi ? (int32_t)(t - u->lo) : -1;
-            u->mx[n] = -INFINITY;
-            u->sum[n] = 0;
-            u->tlogit[n] = local[n] >= 0 ? x[(size_t)n * V + local[n]] : 0.0f;
+            mx[n] = -INFINITY;
+            sum[n] = 0;
+            tl[n] = local[n] >= 0 ? x[(size_t)n * V + local[n]] : 0.0f;
         }
-        softmax_rows_max(x, nb, V, V, u->mx); /* sharded: all-reduce MAX of mx, SUM of tlogit */
-        softmax_rows_exp(x, nb, V, V, u->mx, u->sum); /* sharded: all-reduce SUM of sum */
-        for (int n = 0; n < nb; n++) loss += log(u->sum[n]) + u->mx[n] - u->tlogit[n];
+        softmax_rows_max(x, nb, V, V, mx);
+        if (u->sharded) comm_max_float(mx, nb);
+        softmax_rows_exp(x, nb, V, V, mx, sum);
+        if (u->sharded) { /* sum and tl side by side: one all-reduce */
+            memcpy(sum + nb, tl, (size_t)nb * sizeof(float));
+            comm_sum_float(sum, 2 * nb);
+            memcpy(tl, sum + nb, (size_t)nb * sizeof(float));
+        }
+        for (int n = 0; n < nb; n++)
+            if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0) continue;
-        softmax_rows_grad(x, nb, V, V, u->sum, local, dscale);
-        /* dW (V,d) += dlogits^T Hb; dHb (nb,d) += dlogits W. sharded: dH is a partial sum over ranks */
+        softmax_rows_grad(x, nb, V, V, sum, local, dscale);
+        if (V == 0) continue;
+        /* dW (V,d) += dlogits^T Hb; dHb (nb,d) += dlogits W (a partial sum over shards) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, x, V, Hb, d, 1.0f, dW, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, x, V, W, d, 1.0f, dH + (size_t)r0 * d, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, x, V, W, d, 1.0f, dHall + (size_t)r0 * d,
+                    d);
     }
+    if (dHall && u->sharded) {
+        int64_t *cnt = rows_of + P;
+        for (int r = 0; r < P; r++) cnt[r] = rows_of[r] * d;
+        float *mine = xmalloc(sizeof(float) * ((size_t)N * d + 1));
+        comm_reduce_scatter_float(dHall, mine, cnt);
+        for (size_t i = 0; i < (size_t)N * d; i++) dH[i] += mine[i];
+        free(mine);
+    }
+    free(rows_of);
     return loss;
 }

@@ -25,6 +25,16 @@ void *xrealloc(void *p, size_t n) {
     return q;
 }
 
+void *xgrow(void *p_, size_t *cap, size_t need, size_t elem) {
+    void **p = p_;
+    if (need > *cap || !*p) {
+        free(*p);
+        *cap = need > *cap ? need : *cap;
+        *p = xmalloc((*cap ? *cap : 1) * elem);
+    }
+    return *p;
+}
+
 char *xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(xmalloc(n), s, n);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test driver: unit tests (1 rank), MPI tests at 1, 2 and 4 ranks (4 oversubscribed),
-# command-line tests. Adds up every "RESULT N passed, N failed" and prints the total last.
+# The test driver: unit tests (1 rank), MPI tests at 1, 2 and 4 ranks (4 oversubscribed; a test
+# may name other rank counts in its source), command-line tests. Adds up every "RESULT N passed, N failed" and prints the total last.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -45,7 +45,10 @@ done
 for t in "$BUILD"/tests/mpi/*; do
     [ -x "$t" ] || continue
     [ -n "$FILTER" ] && [[ "$(basename "$t")" != *$FILTER* ]] && continue
-    for n in $RANKS; do run_one "mpi/$(basename "$t") -n $n" mpirun -n "$n" "$t"; done
+    ranks=$RANKS # a test may name its own rank counts: a " * Ranks: 1 2 3" line in its source
+    own=$(sed -n 's/^ \* Ranks: \([0-9 ]*\)$/\1/p' "tests/mpi/$(basename "$t").c" 2>/dev/null | head -n 1)
+    [ -z "${TEST_RANKS:-}" ] && [ -n "$own" ] && ranks=$own
+    for n in $ranks; do run_one "mpi/$(basename "$t") -n $n" mpirun -n "$n" "$t"; done
 done
 for t in tests/cli/test_*.sh; do
     [ -f "$t" ] || continue

@@ -63,6 +63,5 @@ check("resume with another P within noise", abs(a["test"]["recall@10"] - c["test
 check("eval-only run reproduces the test metrics", a["test"] == e["test"] and e["best_epoch"] == a["best_epoch"])
 P
 )
-echo "$out"
 count_checks "$out"
 finish

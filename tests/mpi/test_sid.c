@@ -81,7 +81,7 @@ static void check_codes(const char *run_dir, int levels, const int *codebook) {
     int64_t lo, hi;
     comm_split_range(V, comm_size(), comm_rank(), &lo, &hi);
     int32_t *mine = xmalloc(sizeof(int32_t) * (size_t)((hi - lo) * levels + 1));
-    sid_load_codes(run_dir, lo, hi, levels, mine);
+    sid_load_codes(run_dir, V, lo, hi, levels, mine);
     CHECK(memcmp(mine, all + lo * levels, sizeof(int32_t) * (size_t)((hi - lo) * levels)) == 0);
     free(mine);
     free(all);

@@ -300,7 +300,7 @@ static void uid_fwd(Layer *l, float *out) {
 static void test_uid_head(void) {
     for (int tied = 0; tied <= 1; tied++) {
         UidHead u;
-        uid_init(&u, 13, 0, 13, 6, tied, 7);
+        uid_init(&u, 13, 6, tied, 7, 0);
         u.block = 3; /* several logits blocks, the last one short */
         fill(uid_head_w(&u), 13 * 6, 1, 70);
         const int32_t t[] = {0, 12, 5, 5, 7, 1, 3};
