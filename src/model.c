@@ -175,9 +175,9 @@ static void prepare(Model *m, const ModelBatch *b, int target_mode) {
         m->cap_B = b->B + 1;
         m->off = xrealloc(m->off, (size_t)m->cap_B * sizeof *m->off);
     }
-    if (N > m->cap_N) {
+    if (N > m->cap_N || !m->pos) {
         m->cap_N = N;
-        size_t n = (size_t)N;
+        size_t n = (size_t)(N ? N : 1);
         m->pos = xrealloc(m->pos, n * sizeof *m->pos);
         m->level = xrealloc(m->level, n * sizeof *m->level);
         m->tok = xrealloc(m->tok, n * sizeof *m->tok);
@@ -243,7 +243,7 @@ static void layout_acts(Model *m) {
     int nl = m->spec.n_layers;
     size_t per_layer = 18 * N * d + 4 * N + A;
     size_t need = 4 * N * d + 2 * N + (size_t)nl * per_layer;
-    if (need > m->acts_cap) {
+    if (need > m->acts_cap || !m->acts) { /* never NULL: a rank may hold no rows */
         free(m->acts);
         m->acts = xmalloc((need ? need : 1) * sizeof(float));
         m->acts_cap = need;
@@ -284,7 +284,7 @@ static void layout_grad_acts(Model *m) {
         Tmax = T > Tmax ? T : Tmax;
     }
     size_t need = 16 * N * d + Tmax * Tmax;
-    if (need > m->grad_cap) {
+    if (need > m->grad_cap || !m->grad_acts) {
         free(m->grad_acts);
         m->grad_acts = xmalloc((need ? need : 1) * sizeof(float));
         m->grad_cap = need;
@@ -374,7 +374,7 @@ static void heads_forward_backward(Model *m, double *sums) {
     for (int k = 0; k <= L; k++) nmax = m->n_tgt[k] > nmax ? m->n_tgt[k] : nmax;
     for (int k = 0; k < L; k++) kmax = s->codebook[k] > kmax ? s->codebook[k] : kmax;
     size_t need = (size_t)nmax * (2 * d + kmax + 2);
-    if (need > m->head_cap) {
+    if (need > m->head_cap || !m->head_work) {
         free(m->head_work);
         m->head_work = xmalloc((need ? need : 1) * sizeof(float));
         m->head_cap = need;

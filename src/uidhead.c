@@ -145,13 +145,14 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
     if (dscale != 0) dHall = u->sharded ? xgrow(&u->rows2, &u->rows2_cap, (size_t)NT * d, sizeof(float)) : dH;
     if (dHall && u->sharded) memset(dHall, 0, (size_t)NT * d * sizeof(float));
     float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * (V ? V : 1), sizeof(float));
-    float *st = xgrow(&u->stat, &u->stat_cap, 3 * (size_t)bs, sizeof(float)), *mx = st, *sum = st + bs, *tl = st + 2 * bs;
+    float *st = xgrow(&u->stat, &u->stat_cap, 3 * (size_t)bs, sizeof(float)), *mx = st, *sum = st + bs;
     int32_t local[bs]; /* target index within the owned range, -1 when owned elsewhere */
     const float *W = uid_head_w(u);
     float *dW = arena_grad(&u->arena, u->head);
     double loss = 0;
     for (int64_t r0 = 0; r0 < NT; r0 += bs) {
         int nb = NT - r0 < bs ? (int)(NT - r0) : bs;
+        float *tl = sum + nb; /* right after sum: one all-reduce sums both */
         const float *Hb = Hall + (size_t)r0 * d;
         uid_head_scores(u, Hb, nb, x);
         for (int n = 0; n < nb; n++) {
@@ -164,11 +165,7 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         softmax_rows_max(x, nb, V, V, mx);
         if (u->sharded) comm_max_float(mx, nb);
         softmax_rows_exp(x, nb, V, V, mx, sum);
-        if (u->sharded) { /* sum and tl side by side: one all-reduce */
-            memcpy(sum + nb, tl, (size_t)nb * sizeof(float));
-            comm_sum_float(sum, 2 * nb);
-            memcpy(tl, sum + nb, (size_t)nb * sizeof(float));
-        }
+        if (u->sharded) comm_sum_float(sum, 2 * nb); /* and tl */
         for (int n = 0; n < nb; n++)
             if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0) continue;
