@@ -243,11 +243,7 @@ static void layout_acts(Model *m) {
     int nl = m->spec.n_layers;
     size_t per_layer = 18 * N * d + 4 * N + A;
     size_t need = 4 * N * d + 2 * N + (size_t)nl * per_layer;
-    if (need > m->acts_cap || !m->acts) { /* never NULL: a rank may hold no rows */
-        free(m->acts);
-        m->acts = xmalloc((need ? need : 1) * sizeof(float));
-        m->acts_cap = need;
-    }
+    xgrow(&m->acts, &m->acts_cap, need, sizeof(float)); /* never NULL: a rank may hold no rows */
     if (!m->la) m->la = xcalloc((size_t)nl, sizeof *m->la);
     float *p = m->acts;
 #define TAKE(ptr, n) (ptr = p, p += (n))
@@ -284,11 +280,7 @@ static void layout_grad_acts(Model *m) {
         Tmax = T > Tmax ? T : Tmax;
     }
     size_t need = 16 * N * d + Tmax * Tmax;
-    if (need > m->grad_cap || !m->grad_acts) {
-        free(m->grad_acts);
-        m->grad_acts = xmalloc((need ? need : 1) * sizeof(float));
-        m->grad_cap = need;
-    }
+    xgrow(&m->grad_acts, &m->grad_cap, need, sizeof(float));
     float *p = m->grad_acts;
     TAKE(m->dres, N * d);
     TAKE(m->dbranch, N * d);
@@ -374,11 +366,7 @@ static void heads_forward_backward(Model *m, double *sums) {
     for (int k = 0; k <= L; k++) nmax = m->n_tgt[k] > nmax ? m->n_tgt[k] : nmax;
     for (int k = 0; k < L; k++) kmax = s->codebook[k] > kmax ? s->codebook[k] : kmax;
     size_t need = (size_t)nmax * (2 * d + kmax + 2);
-    if (need > m->head_cap || !m->head_work) {
-        free(m->head_work);
-        m->head_work = xmalloc((need ? need : 1) * sizeof(float));
-        m->head_cap = need;
-    }
+    xgrow(&m->head_work, &m->head_cap, need, sizeof(float));
     float *H = m->head_work, *dH = H + (size_t)nmax * d, *lg = dH + (size_t)nmax * d, *mx = lg + (size_t)nmax * kmax,
           *sum = mx + nmax;
     if (m->dloss != 0) memset(m->dlnf, 0, (size_t)N * d * sizeof(float));

@@ -30,6 +30,16 @@ static int check_failed_now, check_passed_total, check_failed_total;
                   (double)(tol));                                                                       \
     } while (0)
 
+/* max |a - b| / max(floor, max |b|) (floor 0: plain relative error; |a - b| when b is all 0) */
+static inline double check_rel_diff(const float *a, const float *b, int64_t n, double floor) {
+    double diff = 0, mx = floor;
+    for (int64_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        mx = fmax(mx, fabs((double)b[i]));
+    }
+    return mx > 0 ? diff / mx : diff;
+}
+
 static inline void check_run(const char *name, void (*fn)(void)) {
     check_failed_now = 0;
     double t0 = comm_wtime();

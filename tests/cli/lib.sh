@@ -33,6 +33,15 @@ expect_ok() {
     if "$@" >"$TMP/out.txt" 2>"$TMP/err.txt"; then pass "$name"; else fail "$name" "exit $?" "$(tail -n 5 "$TMP/err.txt")"; fi
 }
 
+# synth_prepared LABEL DIR OUT DIM [car_synth flags...]: car_synth into DIR, then car_prep of it
+# into OUT (dimension DIM) on 2 ranks; two checks, "car_synth LABEL" and "car_prep LABEL".
+synth_prepared() {
+    local label=$1 dir=$2 out=$3 dim=$4; shift 4
+    expect_ok "car_synth$label" -- "$BIN/car_synth" --out "$dir" "$@"
+    expect_ok "car_prep$label" -- mpirun -n 2 "$BIN/car_prep" --sequences "$dir/sequences.txt" --items "$dir/items.jsonl" \
+        --out "$out" --dim "$dim"
+}
+
 # Counts the "ok   NAME" / "FAIL NAME" lines of a checker's output (e.g. an embedded Python
 # script) as checks; output without any such line is a crashed checker.
 count_checks() {

@@ -5,8 +5,7 @@
 # cannot reach.
 source "$(dirname "$0")/lib.sh"
 MPI="mpirun -n 2"
-expect_ok "car_synth" -- "$BIN/car_synth" --out "$TMP/s" --users 1500 --items 600 --seed 5
-expect_ok "car_prep" -- $MPI "$BIN/car_prep" --sequences "$TMP/s/sequences.txt" --items "$TMP/s/items.jsonl" --out "$TMP/s/dataset.h5" --dim 32
+synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 32 --users 1500 --items 600 --seed 5
 cat >"$TMP/learn.cfg" <<C
 data = { path = "$TMP/s/dataset.h5"; max_history = 20; };
 sid = { levels = 3; codebook = [24, 8, 4]; seed = 1; };

@@ -5,8 +5,7 @@
 # model shape, a truncated checkpoint, a dataset that is not the run's, more ranks than items)
 # are clear errors on rank 0 that leave the checkpoints as they were.
 source "$(dirname "$0")/lib.sh"
-expect_ok "car_synth" -- "$BIN/car_synth" --out "$TMP/s" --users 600 --items 250 --seed 9
-expect_ok "car_prep" -- mpirun -n 2 "$BIN/car_prep" --sequences "$TMP/s/sequences.txt" --items "$TMP/s/items.jsonl" --out "$TMP/s/dataset.h5" --dim 16
+synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 600 --items 250 --seed 9
 cat >"$TMP/r.cfg" <<C
 data = { path = "$TMP/s/dataset.h5"; };
 sid = { levels = 2; codebook = [12, 4]; };
@@ -57,13 +56,11 @@ expect_error "truncated checkpoint" "car_train: error: .*$(basename "$latest").*
     mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/trunc" -o run.stages=train -o run.resume=true
 # another dataset at the run's path: same sizes (only the data differ), then other sizes
 cp -r "$TMP/p2" "$TMP/other"
-expect_ok "car_synth (other data, same sizes)" -- "$BIN/car_synth" --out "$TMP/o" --users 600 --items 250 --seed 10
-expect_ok "car_prep (other data)" -- mpirun -n 2 "$BIN/car_prep" --sequences "$TMP/o/sequences.txt" --items "$TMP/o/items.jsonl" --out "$TMP/o/dataset.h5" --dim 16
+synth_prepared " (other data, same sizes)" "$TMP/o" "$TMP/o/dataset.h5" 16 --users 600 --items 250 --seed 10
 cp "$TMP/s/dataset.h5" "$TMP/s/dataset.orig.h5" && cp "$TMP/o/dataset.h5" "$TMP/s/dataset.h5"
 expect_error "dataset replaced under a run" "car_train: error: .*another configuration: .*data\.(users|fingerprint)" - -- \
     mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/other" -o run.stages=train -o run.resume=true
-expect_ok "car_synth (fewer items)" -- "$BIN/car_synth" --out "$TMP/f" --users 600 --items 200 --seed 10
-expect_ok "car_prep (fewer items)" -- mpirun -n 2 "$BIN/car_prep" --sequences "$TMP/f/sequences.txt" --items "$TMP/f/items.jsonl" --out "$TMP/s/dataset.h5" --dim 16
+synth_prepared " (fewer items)" "$TMP/f" "$TMP/s/dataset.h5" 16 --users 600 --items 200 --seed 10
 expect_error "SIDs of another dataset" "car_train: error: .*sids.h5: /sid/codes has 250 items, the dataset 200" - -- \
     mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/other" -o run.stages=train,eval -o run.resume=true
 cp "$TMP/s/dataset.orig.h5" "$TMP/s/dataset.h5"
@@ -75,8 +72,7 @@ expect_error "more ranks than items" "car_train: error: .*tiny.h5 has 3 items, f
     mpirun -n 4 "$BIN/car_train" "$TMP/r.cfg" -o data.path="$TMP/tiny.h5" -o sid.levels=0 -o run.dir="$TMP/tiny" -o run.stages=train
 
 # 64 ranks on the synthetic default (configs/demo.cfg), one epoch
-expect_ok "car_synth (default)" -- "$BIN/car_synth" --out "$TMP/d" --seed 1
-expect_ok "car_prep (default)" -- mpirun -n 2 "$BIN/car_prep" --sequences "$TMP/d/sequences.txt" --items "$TMP/d/items.jsonl" --out "$TMP/d/dataset.h5" --dim 64
+synth_prepared " (default)" "$TMP/d" "$TMP/d/dataset.h5" 64 --seed 1
 expect_ok "car_train -n 64 --oversubscribe on the synthetic default" -- mpirun -n 64 --oversubscribe "$BIN/car_train" configs/demo.cfg \
     -o data.path="$TMP/d/dataset.h5" -o run.dir="$TMP/n64" -o train.epochs=1
 if grep -q '"ranks": 64' "$TMP/n64/results.json" 2>/dev/null && grep -q '"recall@10"' "$TMP/n64/results.json"; then pass "-n 64 reports metrics"

@@ -4,8 +4,7 @@
 # when resumed with another P; SIGUSR1 (Slurm's warning) stops cleanly with a checkpoint; an
 # eval-only run of the saved model reproduces the results.
 source "$(dirname "$0")/lib.sh"
-expect_ok "car_synth" -- "$BIN/car_synth" --out "$TMP/s" --users 800 --items 300 --seed 9
-expect_ok "car_prep" -- mpirun -n 2 "$BIN/car_prep" --sequences "$TMP/s/sequences.txt" --items "$TMP/s/items.jsonl" --out "$TMP/s/dataset.h5" --dim 16
+synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
 cat >"$TMP/r.cfg" <<C
 data = { path = "$TMP/s/dataset.h5"; };
 sid = { levels = 2; codebook = [12, 4]; };

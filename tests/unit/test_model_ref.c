@@ -74,16 +74,6 @@ static double scalar(const char *rec, const char *what) {
     return t->data[0];
 }
 
-/* max |a - b| / max |b| */
-static double rel_err(const float *a, const float *b, int64_t n) {
-    double diff = 0, mx = 0;
-    for (int64_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        mx = fmax(mx, fabs((double)b[i]));
-    }
-    return mx > 0 ? diff / mx : diff;
-}
-
 /* every C tensor of arena a, paired with <rec>/<kind>/<name> of the file */
 static const RefTensor *ref_of(const char *rec, const char *kind, const ParamTensor *t) {
     char what[96];
@@ -113,7 +103,7 @@ static double worst_grad(ParamArena *a, const char *rec, const char *kind, int p
     for (int i = 0; i < a->n; i++) {
         const RefTensor *r = ref_of(rec, kind, &a->t[i]);
         if (!r) continue;
-        double e = rel_err(params ? arena_param(a, i) : arena_grad(a, i), r->data, r->n);
+        double e = check_rel_diff(params ? arena_param(a, i) : arena_grad(a, i), r->data, r->n, 0);
         CHECK_MSG(e < tol, "%s: %s/%s: max error %.3g of the largest value (tolerance %g)", rec, kind, a->t[i].name, e,
                   tol);
         *worst = fmax(*worst, e);
@@ -187,7 +177,7 @@ static void check_record(const char *rec) {
                    (size_t)d * sizeof(float));
         if (k < s.levels) model_think_logits(&m, H, nk, k, z);
         else uid_head_scores(&m.uid, H, nk, z);
-        double e = rel_err(z, rz->data, rz->n);
+        double e = check_rel_diff(z, rz->data, rz->n, 0);
         CHECK_MSG(e < 1e-5, "%s: %s: max error %.3g of the largest logit", rec, what, e);
         worst_logit = fmax(worst_logit, e);
         free(H);
