@@ -23,8 +23,8 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
 /* Collective. The popularity baseline: every item scored by how often it occurs in the
  * training parts of all users (ties count against the target, as everywhere). */
 void eval_popularity(const UserSlice *users, int64_t n_items, Split split, const EvalOptions *o, MetricSums *out);
-/* Collective. Mean training-objective loss on the split's targets (each history plus its
- * target as one training window, dropout off): for the ar mode, which has no ranking yet. */
+/* Collective. Mean loss of predicting the split's target item from its history (only the
+ * target's tokens count: L SIDs and the UID in ar, the one chunk prediction in car; dropout off). */
 double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOptions *o);
 
 #endif

@@ -12,7 +12,9 @@ typedef struct { double recall[METRICS_NK], ndcg[METRICS_NK]; int64_t n; } Metri
 
 /* Items of scores[0..n) that rank above the target's score target_score: higher, or equal
  * and not the target itself (index target_index, -1 if the target is not in this range).
- * Items with skip[i] set (filtered history items) are not counted; skip may be NULL. */
+ * Items with skip[i] set (filtered history items) are not counted; skip may be NULL.
+ * Non-finite scores never help the target: a NaN or infinite target_score returns n (a miss
+ * in every shard, so the summed rank is V), and another item's NaN or -inf counts above it. */
 int64_t metrics_count_above(const float *scores, int64_t n, float target_score, int64_t target_index,
                             const uint8_t *skip);
 /* Adds one target whose 0-based rank among all items is rank. */

@@ -137,6 +137,10 @@ int64_t model_count_targets(const Model *m, const ModelBatch *b);
  * dropout. dloss: d(total loss) / d(one target's loss), normally 1 / targets of the global
  * batch; != 0 accumulates the heads' parameter gradients and prepares model_backward. */
 ModelLoss model_forward(Model *m, const ModelBatch *b, int training, int64_t step, float dloss);
+/* Held-out loss: the forward of model_forward with dropout off and no gradient, but only the
+ * tokens of each sequence's LAST item are predicted (ar: its L SID tokens and its UID; car: the
+ * one chunk prediction), so a validation loss is not dominated by training transitions. */
+ModelLoss model_forward_last(Model *m, const ModelBatch *b);
 /* Backpropagates the last model_forward (dloss != 0) into m->params.grads and the uidhead. */
 void model_backward(Model *m);
 void model_zero_grad(Model *m);

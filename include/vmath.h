@@ -6,7 +6,7 @@
 
 /* x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (float accumulation) */
 float vexp_shift_sum(float *x, size_t n, float shift);
-/* max of x[0..n) (-INFINITY when n = 0) */
+/* max of x[0..n) (-INFINITY when n = 0; NaN when any element is NaN) */
 float vmax(const float *x, size_t n);
 /* x[i] *= f */
 void vscale(float *x, size_t n, float f);

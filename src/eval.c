@@ -135,7 +135,7 @@ double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOption
         int first = bi * o->batch_size, B = h.n - first < o->batch_size ? h.n - first : o->batch_size;
         if (B < 0) B = 0;
         ModelBatch batch = {B, h.len + first, h.items + (B ? h.hist_off[first] : 0), h.sample + first};
-        ModelLoss l = model_forward(m, &batch, 0, 0, 0.0f);
+        ModelLoss l = model_forward_last(m, &batch);
         sums[0] += l.loss_sum;
         sums[1] += (double)l.n_loss;
     }

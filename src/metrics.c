@@ -4,10 +4,14 @@
 
 int64_t metrics_count_above(const float *scores, int64_t n, float target_score, int64_t target_index,
                             const uint8_t *skip) {
+    /* a diverged model must not score hits: a non-finite target is a miss (every item above it) */
+    if (!isfinite(target_score)) return n;
     int64_t above = 0;
     for (int64_t i = 0; i < n; i++) {
         if (skip && skip[i]) continue;
-        above += scores[i] > target_score || (scores[i] == target_score && i != target_index);
+        /* written so that NaN and -inf scores of other items count against the target */
+        int below = scores[i] < target_score && scores[i] > -INFINITY;
+        above += i != target_index && !below;
     }
     return above;
 }

@@ -138,6 +138,10 @@ void model_zero_grad(Model *m) {
 
 /* ---------------------------------------------------------------- batches */
 
+/* target_mode of prepare: TARGETS_ALL every training target of the mode, TARGETS_LAST only the
+ * last item's tokens */
+enum { TARGETS_NONE = 0, TARGETS_ALL = 1, TARGETS_LAST = 2 };
+
 /* input tokens of a sequence of n items */
 static int seq_tokens(const Model *m, int n, int target_mode) {
     if (!target_mode) return n * m->C;
@@ -210,6 +214,9 @@ static void prepare(Model *m, const ModelBatch *b, int target_mode) {
             m->row_key[r] = sample * (uint64_t)m->max_pos + (uint64_t)t;
             counts[k]++;
             if (!target_mode) continue;
+            /* TARGETS_LAST: only tokens of the last item are predicted (held-out loss) */
+            int predicted_item = m->spec.mode == MODE_CAR ? t / C + 1 : (t + 1) / C;
+            if (target_mode == TARGETS_LAST && predicted_item != n - 1) continue;
             if (m->spec.mode == MODE_CAR) {
                 if (k != L) continue;
                 for (int h = 0; h <= L; h++) { /* every token of the next chunk */
@@ -398,8 +405,18 @@ static void heads_forward_backward(Model *m, double *sums) {
     }
 }
 
+static ModelLoss forward_targets(Model *m, const ModelBatch *b, int target_mode, int training, int64_t step,
+                                 float dloss);
+
 ModelLoss model_forward(Model *m, const ModelBatch *b, int training, int64_t step, float dloss) {
-    prepare(m, b, 1);
+    return forward_targets(m, b, TARGETS_ALL, training, step, dloss);
+}
+
+ModelLoss model_forward_last(Model *m, const ModelBatch *b) { return forward_targets(m, b, TARGETS_LAST, 0, 0, 0.0f); }
+
+static ModelLoss forward_targets(Model *m, const ModelBatch *b, int target_mode, int training, int64_t step,
+                                 float dloss) {
+    prepare(m, b, target_mode);
     m->training = training;
     m->step = step;
     m->dloss = dloss;

@@ -3,12 +3,24 @@
 #include "vmath.h"
 #include <math.h>
 
+/* max of x[0..n) and seed[0..ns); NaN if any is NaN */
+static float max_scalar(const float *x, size_t n, const float *seed, size_t ns) {
+    float r = -INFINITY;
+    for (size_t j = 0; j < ns; j++) r = seed[j] > r ? seed[j] : r;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(x[i])) return NAN;
+        r = x[i] > r ? x[i] : r;
+    }
+    return r;
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define VMATH_AVX2 1
 
 __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.33654f));
+    /* min/max return their second operand when either is NaN: x goes second so NaN propagates */
+    x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), _mm256_min_ps(_mm256_set1_ps(88.0f), x));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* x - n ln2, ln2 in two parts */
@@ -57,15 +69,19 @@ __attribute__((target("avx2,fma"))) static void tanh_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] = tanhf(x[i]);
 }
 
+/* max_ps drops NaN lanes, so NaNs are collected apart: the max of anything with a NaN is NaN */
 __attribute__((target("avx2,fma"))) static float max_avx2(const float *x, size_t n) {
-    __m256 m = _mm256_set1_ps(-INFINITY);
+    __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
-    float lanes[8], r = -INFINITY;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        m = _mm256_max_ps(m, v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) return NAN;
+    float lanes[8];
     _mm256_storeu_ps(lanes, m);
-    for (int j = 0; j < 8; j++) r = lanes[j] > r ? lanes[j] : r;
-    for (; i < n; i++) r = x[i] > r ? x[i] : r;
-    return r;
+    return max_scalar(x + i, n - i, lanes, 8);
 }
 
 __attribute__((target("avx2,fma"))) static void scale_avx2(float *x, size_t n, float f) {
@@ -105,9 +121,7 @@ float vmax(const float *x, size_t n) {
 #ifdef VMATH_AVX2
     if (have_avx2()) return max_avx2(x, n);
 #endif
-    float r = -INFINITY;
-    for (size_t i = 0; i < n; i++) r = x[i] > r ? x[i] : r;
-    return r;
+    return max_scalar(x, n, NULL, 0);
 }
 
 void vscale(float *x, size_t n, float f) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test driver: unit tests (1 rank), MPI tests at 1, 2 and 4 ranks (4 oversubscribed; a test
-# may name other rank counts in its source), command-line tests. Adds up every "RESULT N passed, N failed" and prints the total last.
+# may name other rank counts in its source), command-line tests (tests/cli and the other
+# directories of bash tests: faults, fuzz, slurm). Adds up every "RESULT N passed, N failed[, N skipped]"
+# and prints the total last: "N passed, N failed, N skipped". A skipped check is never a pass.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -13,7 +15,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 RANKS=${TEST_RANKS:-"1 2 4"}
 FILTER=${TEST_FILTER:-}
 LOG=$(mktemp -d)
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 
 run_one() { # label, command...
     local label=$1; shift
@@ -26,12 +28,15 @@ run_one() { # label, command...
         echo "FAIL $label: no result (exit $rc)"; tail -n 20 "$out" | sed 's/^/    /'
         failed=$((failed + 1)); return
     fi
-    local p f
+    local p f k
     p=$(echo "$line" | awk '{print $2}'); f=$(echo "$line" | awk '{print $4}')
-    passed=$((passed + p)); failed=$((failed + f))
+    k=$(echo "$line" | sed -n 's/.*, \([0-9][0-9]*\) skipped.*/\1/p'); k=${k:-0}
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + k))
     if [ "$f" -gt 0 ] || [ $rc -ne 0 ]; then
         echo "FAIL $label: $p passed, $f failed (exit $rc)"; grep -E '^(FAIL|rank [0-9]+:)' "$out" | head -n 20 | sed 's/^/    /'
         [ "$f" -eq 0 ] && failed=$((failed + 1))
+    elif [ "$k" -gt 0 ]; then
+        echo "ok   $label: $p passed, $k skipped"; grep -E '^skip ' "$out" | head -n 10 | sed 's/^/    /'
     else
         echo "ok   $label: $p passed"
     fi
@@ -50,11 +55,11 @@ for t in "$BUILD"/tests/mpi/*; do
     [ -z "${TEST_RANKS:-}" ] && [ -n "$own" ] && ranks=$own
     for n in $ranks; do run_one "mpi/$(basename "$t") -n $n" mpirun -n "$n" "$t"; done
 done
-for t in tests/cli/test_*.sh; do
+for t in tests/cli/test_*.sh tests/faults/test_*.sh tests/fuzz/test_*.sh tests/slurm/test_*.sh; do
     [ -f "$t" ] || continue
     [ -n "$FILTER" ] && [[ "$(basename "$t")" != *$FILTER* ]] && continue
-    run_one "cli/$(basename "$t")" bash "$t"
+    run_one "$(basename "$(dirname "$t")")/$(basename "$t")" bash "$t"
 done
 rm -rf "$LOG"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

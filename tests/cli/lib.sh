@@ -6,10 +6,12 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 SHARED_DATA=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/../shared/data/amazon
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-_pass=0 _fail=0
+_pass=0 _fail=0 _skip=0
 
 pass() { echo "ok   $1"; _pass=$((_pass + 1)); }
 fail() { echo "FAIL $1"; shift; for l in "$@"; do echo "    $l"; done; _fail=$((_fail + 1)); }
+# skip NAME REASON: a check that could not run here (missing data or package); counted apart, never as a pass
+skip() { echo "skip $1: $2"; _skip=$((_skip + 1)); }
 
 # expect_error NAME REGEX OUTPUT_THAT_MUST_NOT_EXIST -- COMMAND...
 # The command must exit non-zero, its stderr's first line must match REGEX, and the output
@@ -52,4 +54,4 @@ count_checks() {
     grep -q '^ok\|^FAIL' <<<"$out" || fail "checker crashed" "$out"
 }
 
-finish() { echo "RESULT $_pass passed, $_fail failed"; [ $_fail -eq 0 ]; }
+finish() { echo "RESULT $_pass passed, $_fail failed, $_skip skipped"; [ $_fail -eq 0 ]; }

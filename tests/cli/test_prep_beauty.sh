@@ -4,7 +4,7 @@
 # share category path elements far more often than random items).
 source "$(dirname "$0")/lib.sh"
 B=$SHARED_DATA/beauty
-if [ ! -f "$B/sequences.txt" ]; then echo "note: $B absent, Beauty checks skipped"; finish; exit; fi
+if [ ! -f "$B/sequences.txt" ]; then skip "Beauty checks" "$B absent"; finish; exit; fi
 for n in 1 2 4; do
     expect_ok "car_prep Beauty -n $n" -- mpirun -n $n "$BIN/car_prep" --sequences "$B/sequences.txt" --items "$B/items.jsonl" --out "$TMP/beauty$n.h5"
 done

@@ -136,6 +136,6 @@ C
     if codes_sane "$TMP/beauty-1/sids.h5" "$n_items" 3 256 256 256; then pass "beauty: codes in range"; else fail "beauty: codes in range"; fi
     grep '^sid:' "$TMP/beauty-1.log" | sed 's/^/    /'
 else
-    echo "note: Beauty part skipped (no prepared dataset at data/beauty/dataset.h5 and no working car_prep or raw data)"
+    skip "beauty: SIDs across ranks" "no prepared dataset at data/beauty/dataset.h5 and no raw Beauty data"
 fi
 finish

@@ -22,8 +22,11 @@ enum { V = 53, D = 8 };
 
 static float frand(uint64_t a, uint64_t b, uint64_t c) { return (float)(rng_below(a, b, c, 2001) - 1000) / 1000.0f; }
 
-/* max |a - b| / max(1, max |b|) */
-static double rel_diff(const float *a, const float *b, size_t n) { return check_rel_diff(a, b, (int64_t)n, 1); }
+/* max |a - b| / max(1, max |b|); every comparison also proves that a NaN in a would fail it */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    CHECK_MSG(n == 0 || check_nan_detected(a, b, (int64_t)n, 1, 1e-5), "a NaN would pass this comparison");
+    return check_rel_diff(a, b, (int64_t)n, 1);
+}
 
 /* rows of this rank: rank r gets 3r + 1 rows except the last rank, which gets none (P > 1) */
 static int my_rows(void) { return comm_size() > 1 && comm_rank() == comm_size() - 1 ? 0 : 3 * comm_rank() + 1; }

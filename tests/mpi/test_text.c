@@ -70,7 +70,7 @@ static double max_cos_diff(const float *e, const double *x, int n, int d) {
                 ce += (double)e[(int64_t)i * d + c] * e[(int64_t)j * d + c];
                 cx += x[(int64_t)i * d + c] * x[(int64_t)j * d + c];
             }
-            if (fabs(ce - cx) > worst) worst = fabs(ce - cx);
+            worst = check_max(worst, fabs(ce - cx));
         }
     return worst;
 }
@@ -351,8 +351,8 @@ static void test_split_independence(void) {
     float *e3 = embed_split(texts, N_PLANTED, skew, &o, &r3);
     double d12 = 0, d13 = 0;
     for (int64_t i = 0; i < (int64_t)N_PLANTED * o.dim; i++) {
-        d12 = fmax(d12, fabs((double)e1[i] - e2[i]));
-        d13 = fmax(d13, fabs((double)e1[i] - e3[i]));
+        d12 = check_max(d12, fabs((double)e1[i] - e2[i]));
+        d13 = check_max(d13, fabs((double)e1[i] - e3[i]));
     }
     CHECK_MSG(d12 < 1e-5 && d13 < 1e-5, "embeddings differ by %g (all on rank 0), %g (skewed)", d12, d13);
     CHECK(r1.n_terms == r2.n_terms && r1.n_terms == r3.n_terms && r1.nnz == r2.nnz && r1.nnz == r3.nnz);
@@ -363,7 +363,7 @@ static void test_split_independence(void) {
     TextEncoderReport r4;
     float *e4 = embed_split(texts, N_PLANTED, bal, &o, &r4);
     double dseed = 0;
-    for (int64_t i = 0; i < (int64_t)N_PLANTED * o.dim; i++) dseed = fmax(dseed, fabs((double)e1[i] - e4[i]));
+    for (int64_t i = 0; i < (int64_t)N_PLANTED * o.dim; i++) dseed = check_max(dseed, fabs((double)e1[i] - e4[i]));
     CHECK(dseed > 0);
     CHECK_CLOSE(r4.sigma[0], r1.sigma[0], 1e-4);
     free(e1); free(e2); free(e3); free(e4); free(bal); free(one); free(skew);

@@ -54,8 +54,8 @@ static double fd_error(Layer *l, float *x, size_t n, const float *an, float h) {
         double lm = projected(l, out);
         x[i] = keep;
         double fd = (lp - lm) / (2.0 * h);
-        maxdiff = fmax(maxdiff, fabs(fd - an[i]));
-        maxan = fmax(maxan, fabs(an[i]));
+        maxdiff = check_max(maxdiff, fabs(fd - an[i]));
+        maxan = check_max(maxan, fabs(an[i]));
     }
     free(out);
     return maxdiff / fmax(maxan, 1e-30);
@@ -175,7 +175,7 @@ static void test_attention(void) {
                 s += P[(h * 5 + i) * 5 + j];
                 if (j > i) CHECK(P[(h * 5 + i) * 5 + j] == 0);
             }
-            worst = fmax(worst, fabs(s - 1));
+            worst = check_max(worst, fabs(s - 1));
         }
     CHECK(worst < 1e-6);
     /* a one-token sequence attends to itself: its output is its own v */
@@ -404,16 +404,39 @@ static void test_vmath(void) {
     float sum = vexp_shift_sum(y, n, 3.0f);
     for (int i = 0; i < n; i++) {
         double e = exp((double)(x[i] - 3.0f));
-        if (e > 1e-37) worst_e = fmax(worst_e, fabs(y[i] - e) / e);
+        if (e > 1e-37) worst_e = check_max(worst_e, fabs(y[i] - e) / e);
     }
     CHECK_MSG(worst_e < 1e-6, "exp relative error %.3g", worst_e);
     CHECK_CLOSE(sum, want, 1e-5);
     memcpy(y, t, sizeof t);
     vtanh(y, n);
-    for (int i = 0; i < n; i++) worst_t = fmax(worst_t, fabs(y[i] - tanh((double)t[i])) / fmax(fabs(tanh((double)t[i])), 1e-3));
+    for (int i = 0; i < n; i++) worst_t = check_max(worst_t, fabs(y[i] - tanh((double)t[i])) / fmax(fabs(tanh((double)t[i])), 1e-3));
     CHECK_MSG(worst_t < 1e-6, "tanh relative error %.3g", worst_t);
     if (comm_rank() == 0) printf("    exp max rel error %.2e, tanh %.2e\n", worst_e, worst_t);
     free(y);
+}
+
+/* NaN goes through every vmath routine at every position (vector body and scalar tail): the old
+ * AVX2 exp clamped NaN to 88 and the max dropped NaN lanes, hiding a diverged model. */
+static void test_vmath_nan(void) {
+    enum { n = 21 };
+    for (int at = 0; at < n; at++) {
+        float x[n], y[n];
+        for (int i = 0; i < n; i++) x[i] = 0.1f * (float)i - 1.0f;
+        x[at] = NAN;
+        CHECK_MSG(isnan(vmax(x, n)), "vmax dropped a NaN at %d", at);
+        memcpy(y, x, sizeof x);
+        float sum = vexp_shift_sum(y, n, 0.5f);
+        CHECK_MSG(isnan(y[at]) && isnan(sum), "exp hid a NaN at %d", at);
+        memcpy(y, x, sizeof x);
+        vtanh(y, n);
+        CHECK_MSG(isnan(y[at]), "tanh hid a NaN at %d", at);
+        memcpy(y, x, sizeof x);
+        vexp_shift_sum(y, n, NAN);
+        CHECK_MSG(isnan(y[0]) && isnan(y[n - 1]), "a NaN shift was hidden");
+    }
+    float inf[9] = {1, 2, 3, INFINITY, 5, 6, 7, 8, 9};
+    CHECK(isinf(vmax(inf, 9)));
 }
 
 int main(int argc, char **argv) {
@@ -428,5 +451,6 @@ int main(int argc, char **argv) {
     RUN_TEST(test_uid_head);
     RUN_TEST(test_dropout);
     RUN_TEST(test_vmath);
+    RUN_TEST(test_vmath_nan);
     return check_finish();
 }

@@ -37,9 +37,32 @@ static void test_count_above_matches_sort(void) {
     CHECK(metrics_count_above(v, 4, 5, 2, skip) == 1); /* 9 skipped, the other 5 ties against the target */
 }
 
+/* A diverged model scores NaN: the old count (> and ==, both false for NaN) gave the target
+ * rank 0, i.e. Recall = NDCG = 1. Now a non-finite target is a miss in every shard and any
+ * non-finite score of another item counts against the target. */
+static void test_count_above_non_finite(void) {
+    float s[6] = {1, 2, 3, 4, 5, 6};
+    s[2] = NAN;
+    CHECK(metrics_count_above(s, 6, s[2], 2, NULL) == 6);
+    CHECK(metrics_count_above(s, 6, NAN, -1, NULL) == 6); /* the target lives in another shard */
+    CHECK(metrics_count_above(s, 6, INFINITY, -1, NULL) == 6);
+    CHECK(metrics_count_above(s, 6, -INFINITY, -1, NULL) == 6);
+    CHECK(metrics_count_above(s, 6, s[3], 3, NULL) == 3); /* 5, 6 and the NaN */
+    s[0] = -INFINITY;
+    CHECK(metrics_count_above(s, 6, s[3], 3, NULL) == 4);
+    uint8_t skip[6] = {0, 0, 1, 0, 0, 0};
+    CHECK(metrics_count_above(s, 6, s[3], 3, skip) == 3); /* a filtered NaN item does not count */
+    MetricSums m = {0};
+    metrics_add(&m, metrics_count_above(s, 6, NAN, 1, NULL));
+    double r[METRICS_NK], n[METRICS_NK];
+    metrics_mean(&m, r, n);
+    CHECK(r[0] == 0 && n[0] == 0); /* rank 6 of 6 items: a miss at 5 */
+}
+
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_metrics");
     RUN_TEST(test_known_values);
     RUN_TEST(test_count_above_matches_sort);
+    RUN_TEST(test_count_above_non_finite);
     return check_finish();
 }

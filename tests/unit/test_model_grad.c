@@ -93,7 +93,7 @@ static void check_tensor(Model *m, const ModelBatch *b, int training, ParamArena
     memcpy(p, keep, n * sizeof(float));
     double fd = (4 * D[1] - D[0]) / 3;
     double err = fabs(fd - an) / fmax(fabs(an), 1e-4);
-    *worst = fmax(*worst, err);
+    *worst = check_max(*worst, err);
     CHECK_MSG(err < TOL, "%s: tensor %s: finite difference %.6g, analytic %.6g (rel error %.3g)", cname, a->t[i].name,
               fd, an, err);
     free(keep);
@@ -174,6 +174,43 @@ static void test_l0_modes_agree(void) {
     CHECK_CLOSE(a.loss_sum, r.loss_sum, 1e-6);
     model_free(&m1);
     model_free(&m2);
+}
+
+/* The held-out loss counts only the last item's tokens: by causality it equals the loss of the
+ * whole sequence minus the loss of the sequence without its last item (the old eval_loss used
+ * every token, so AR validation mostly measured training transitions). */
+static void test_forward_last(void) {
+    for (int mode = MODE_CAR; mode <= MODE_AR; mode++) {
+        Case c = {"", mode, 3, FUSION_SUM, 0, 0, 0.5f, 0};
+        ModelSpec s = small_spec(&c);
+        int K[3] = {5, 3, 4};
+        int32_t *codes = make_codes(s.n_items, 3, K);
+        Model m;
+        model_create(&m, &s, codes);
+        perturb(&m.params, 0.3, 5);
+        TestBatch tb = test_batch(s.n_items);
+        double want = 0;
+        int64_t n_want = 0;
+        for (int i = 0, first = 0; i < tb.B; first += tb.len[i++]) {
+            int n = tb.len[i]; /* n = 1: ar still predicts the item's later tokens, car nothing */
+            int64_t smp = tb.sample[i];
+            ModelBatch whole = {1, &tb.len[i], tb.items + first, &smp}, prefix = whole;
+            int shorter = n - 1;
+            prefix.len = &shorter;
+            ModelLoss a = model_forward(&m, &whole, 0, 0, 0), p = model_forward(&m, &prefix, 0, 0, 0);
+            want += a.loss_sum - p.loss_sum;
+            n_want += a.n_loss - p.n_loss;
+        }
+        ModelBatch b = as_batch(&tb);
+        ModelLoss l = model_forward_last(&m, &b);
+        /* ar: 3 SIDs and the UID of each last item (3 tokens for a 1-item sequence); car: one chunk each */
+        int64_t expect = mode == MODE_AR ? 3 * 4 + 3 : 3;
+        CHECK_MSG(l.n_loss == n_want && l.n_loss == expect, "mode %d: %lld targets, expected %lld", mode,
+                  (long long)l.n_loss, (long long)n_want);
+        CHECK_CLOSE(l.loss_sum, want, 1e-4);
+        model_free(&m);
+        free(codes);
+    }
 }
 
 static void test_dropout_deterministic(void) {
@@ -315,6 +352,7 @@ int main(int argc, char **argv) {
     RUN_TEST(test_car);
     RUN_TEST(test_ar);
     RUN_TEST(test_l0_modes_agree);
+    RUN_TEST(test_forward_last);
     RUN_TEST(test_dropout_deterministic);
     RUN_TEST(test_init);
     RUN_TEST(test_encode_and_scores);

@@ -103,10 +103,12 @@ static double worst_grad(ParamArena *a, const char *rec, const char *kind, int p
     for (int i = 0; i < a->n; i++) {
         const RefTensor *r = ref_of(rec, kind, &a->t[i]);
         if (!r) continue;
-        double e = check_rel_diff(params ? arena_param(a, i) : arena_grad(a, i), r->data, r->n, 0);
+        const float *mine = params ? arena_param(a, i) : arena_grad(a, i);
+        double e = check_rel_diff(mine, r->data, r->n, 0);
+        CHECK_MSG(check_nan_detected(mine, r->data, r->n, 0, tol), "%s: %s/%s: a NaN would pass", rec, kind, a->t[i].name);
         CHECK_MSG(e < tol, "%s: %s/%s: max error %.3g of the largest value (tolerance %g)", rec, kind, a->t[i].name, e,
                   tol);
-        *worst = fmax(*worst, e);
+        *worst = check_max(*worst, e);
     }
     return *worst;
 }
@@ -178,8 +180,9 @@ static void check_record(const char *rec) {
         if (k < s.levels) model_think_logits(&m, H, nk, k, z);
         else uid_head_scores(&m.uid, H, nk, z);
         double e = check_rel_diff(z, rz->data, rz->n, 0);
+        CHECK_MSG(check_nan_detected(z, rz->data, rz->n, 0, 1e-5), "%s: %s: a NaN would pass", rec, what);
         CHECK_MSG(e < 1e-5, "%s: %s: max error %.3g of the largest logit", rec, what, e);
-        worst_logit = fmax(worst_logit, e);
+        worst_logit = check_max(worst_logit, e);
         free(H);
         free(z);
     }
