@@ -9,10 +9,16 @@
 #include "gradsync.h"
 #include "model.h"
 
+/* car_train's exit code when a stop signal (SIGTERM, SIGUSR1) ended training after a checkpoint
+ * of that exact step: "stopped, resumable" (EX_TEMPFAIL), neither success (0) nor an error (1),
+ * so a job script can requeue and an afterok chain does not start. */
+#define TRAIN_EXIT_STOPPED 75
+
 /* Collective. do_train: train (resuming from the latest checkpoint with run.resume), saving
- * checkpoints; do_eval: evaluate the best checkpoint and write results.json. command: the
- * command line that started the run, recorded in results.json. */
-void train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval);
+ * checkpoints; do_eval: evaluate the best checkpoint and write results.json (refused for a
+ * model with non-finite parameters). command: the command line that started the run, recorded
+ * in results.json. Returns 0, or TRAIN_EXIT_STOPPED when a signal stopped training (no eval). */
+int train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval);
 
 /* Collective: one optimizer step of the global batch whose part on this rank is b (may be
  * empty): the loss is the mean over the global batch's targets, replicated gradients are

@@ -4,6 +4,7 @@
 #include "comm.h"
 #include "config.h"
 #include "log.h"
+#include "runlock.h"
 #include "sid.h"
 #include "train.h"
 #include "util.h"
@@ -21,14 +22,18 @@ static void usage(FILE *out) {
             "Writes run.dir/config.cfg (effective configuration), run.dir/sids.h5 and the stages' outputs.\n");
 }
 
-/* The effective configuration goes with every output: rank 0 writes run.dir/config.cfg. */
+/* The effective configuration goes with every output: rank 0 locks run.dir (one car_train per
+ * directory) and writes run.dir/config.cfg. */
 static void prepare_run_dir(const CarConfig *cfg) {
     char *err = NULL;
+    if (comm_rank() == 0 && make_dirs(cfg->run.dir) != 0)
+        err = xsprintf("run.dir '%s': cannot create directory: %s", cfg->run.dir, strerror(errno));
+    comm_fail_if_any(err);
+    runlock_acquire(cfg->run.dir); /* before anything in the directory is written */
     if (comm_rank() == 0) {
         char *path = xsprintf("%s/config.cfg", cfg->run.dir);
         char *text = config_to_string(cfg);
-        if (make_dirs(cfg->run.dir) != 0) err = xsprintf("run.dir '%s': cannot create directory: %s", cfg->run.dir, strerror(errno));
-        else if (write_file_atomic(path, text) != 0) err = xsprintf("%s: cannot write", path);
+        if (write_file_atomic(path, text) != 0) err = xsprintf("%s: cannot write: %s", path, strerror(errno));
         free(text);
         free(path);
     }
@@ -68,7 +73,7 @@ int main(int argc, char **argv) {
     }
     prepare_run_dir(&cfg);
     if (config_has_stage(&cfg, "sid")) sid_stage_run(&cfg);
-    int do_train = config_has_stage(&cfg, "train"), do_eval = config_has_stage(&cfg, "eval");
+    int do_train = config_has_stage(&cfg, "train"), do_eval = config_has_stage(&cfg, "eval"), rc = 0;
     if (do_train || do_eval) {
         /* the command line goes into results.json so that anyone can rerun it */
         char *command = xstrdup(argv[0]);
@@ -77,11 +82,11 @@ int main(int argc, char **argv) {
             free(command);
             command = next;
         }
-        train_stage_run(&cfg, command, do_train, do_eval);
+        rc = train_stage_run(&cfg, command, do_train, do_eval);
         free(command);
     }
     config_free(&cfg);
     free(overrides);
     comm_finalize();
-    return 0;
+    return rc;
 }

@@ -11,6 +11,7 @@
 #include "checkpoint.h"
 #include <signal.h>
 #include "util.h"
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -80,25 +81,48 @@ static void emit(FILE *f, json_t *o) {
     json_decref(o);
 }
 
-/* Slow thinking at a few weights beta, for choosing eval.think_weight on validation. */
-static json_t *slow_thinking_sweep(Model *m, const UserSlice *users, const EvalOptions *eo) {
+/* Slow thinking chosen on validation only: the weights beta are compared by validation NDCG@10
+ * (with the configured weight, whose validation metrics are `configured`), and the test split
+ * is read at the chosen weight alone. Reporting test at every weight would invite choosing on it. */
+static json_t *slow_thinking_sweep(Model *m, const UserSlice *users, const EvalOptions *eo, const MetricSums *configured) {
     static const double betas[] = {0.25, 0.5, 1.0};
-    json_t *out = json_array();
+    json_t *sweep = json_array();
+    double best_beta = eo->think_weight, best = ndcg10(configured);
+    json_array_append_new(sweep, json_pack("{s:f,s:o}", "think_weight", eo->think_weight, "valid", metrics_json(configured)));
     for (size_t i = 0; i < sizeof betas / sizeof betas[0]; i++) {
+        if (betas[i] == eo->think_weight) continue;
         EvalOptions o = *eo;
         o.think_weight = betas[i];
-        MetricSums vs, ts;
+        MetricSums vs;
         eval_split(m, users, SPLIT_VALID, &o, &vs);
-        eval_split(m, users, SPLIT_TEST, &o, &ts);
         char what[64];
         snprintf(what, sizeof what, "slow thinking beta %.2f valid", betas[i]);
         log_metrics(what, &vs);
-        snprintf(what, sizeof what, "slow thinking beta %.2f test ", betas[i]);
-        log_metrics(what, &ts);
-        json_array_append_new(out, json_pack("{s:f,s:o,s:o}", "think_weight", betas[i], "valid", metrics_json(&vs), "test",
-                                             metrics_json(&ts)));
+        json_array_append_new(sweep, json_pack("{s:f,s:o}", "think_weight", betas[i], "valid", metrics_json(&vs)));
+        if (ndcg10(&vs) > best) best = ndcg10(&vs), best_beta = betas[i];
     }
-    return out;
+    EvalOptions o = *eo;
+    o.think_weight = best_beta;
+    MetricSums ts;
+    eval_split(m, users, SPLIT_TEST, &o, &ts);
+    char what[96];
+    snprintf(what, sizeof what, "slow thinking: validation picks beta %.2f; test at it", best_beta);
+    log_metrics(what, &ts);
+    return json_pack("{s:o,s:f,s:s,s:o}", "valid_sweep", sweep, "chosen_think_weight", best_beta, "chosen_on",
+                     "valid ndcg@10", "test_at_chosen", metrics_json(&ts));
+}
+
+/* Collective: 1 when every parameter on every rank is finite. */
+static int params_finite(ParamArena *const *arenas, int n) {
+    double bad = 0;
+    for (int a = 0; a < n; a++)
+        for (size_t i = 0; i < arenas[a]->total; i++)
+            if (!isfinite(arenas[a]->params[i])) {
+                bad = 1;
+                break;
+            }
+    comm_max_double(&bad, 1);
+    return bad == 0;
 }
 
 static void start_ready_grads(void *gs, size_t from) { gradsync_ready(gs, from); }
@@ -232,179 +256,315 @@ static void run_close(Run *r) {
     dataset_close(&r->ds);
 }
 
+/* ---------------------------------------------------------------- stop signals */
+
 static volatile sig_atomic_t stop_signal;
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
-/* Trains from scratch or from the latest checkpoint (run.resume); saves a checkpoint every
- * run.checkpoint_every steps and after every epoch. Returns 0 when training is complete,
- * 1 when a signal stopped it (a checkpoint was saved; resume continues exactly). */
-static int train_loop(Run *r, json_t *summary) {
-    const CarConfig *cfg = r->cfg;
-    Model *m = &r->m;
-    double t_start = comm_wtime();
-    int L = cfg->sid.levels, C = L + 1, B = cfg->train.batch_size, mx = cfg->data.max_history;
-    int is_ar = cfg->train.mode == MODE_AR;
-    int64_t *order = xmalloc(sizeof(int64_t) * (size_t)(r->U + 1));
-    int64_t n_train = epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, 0, order);
-    if (n_train == 0) comm_fail("%s: no user has a training window (users need at least 4 items)", cfg->data.path);
-    int64_t steps_per_epoch = (n_train + B - 1) / B;
-    int64_t total_steps = steps_per_epoch * cfg->train.epochs;
-    if (cfg->train.max_steps > 0 && cfg->train.max_steps < total_steps) total_steps = cfg->train.max_steps;
-    OptimConfig oc;
-    optim_from_config(&oc, cfg, total_steps);
-    CheckpointState st = {.epoch = 1, .seed = (uint64_t)cfg->train.seed, .best_score = -INFINITY, .best_step = -1,
-                          .config = r->cfg_text};
-    int resumed = 0;
-    if (cfg->run.resume) {
-        char *path = checkpoint_latest(cfg->run.dir);
-        if (path) {
-            checkpoint_load(path, &st, r->arenas, r->names, 2);
-            log_info("resumed from %s (written by %d rank(s)): step %lld, epoch %d", path, st.ranks, (long long)st.step,
-                     st.epoch);
-            resumed = 1;
-        } else {
-            log_info("run.resume: no checkpoint in %s/checkpoints yet, starting at step 0", cfg->run.dir);
-        }
-        free(path);
-        free(st.extra_json);
-        st.extra_json = NULL;
+typedef struct { struct sigaction term, usr1; } SignalState;
+
+/* SA_RESTART: a write interrupted by the signal (NFS, Lustre) continues instead of failing */
+static void stop_signals_install(SignalState *old) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old->term);
+    sigaction(SIGUSR1, &sa, &old->usr1);
+}
+
+static void stop_signals_restore(const SignalState *old) {
+    sigaction(SIGTERM, &old->term, NULL);
+    sigaction(SIGUSR1, &old->usr1, NULL);
+}
+
+/* Fault-injection hooks for tests, read once from the environment (N is a 1-based step):
+ *   CAR_TEST_SIGNAL_AT_STEP=N  rank 0 sends itself SIGUSR1 during step N, so a test can stop a run
+ *                              at an exact step (e.g. the last of an epoch) through the real handler;
+ *   CAR_TEST_POISON_AT_STEP=N  every rank sets one replicated parameter to NaN before step N: a
+ *                              diverged model, which must stop training without being saved. */
+static long long env_step(const char *name) {
+    const char *e = getenv(name);
+    return e ? atoll(e) : -1;
+}
+
+static void test_hooks(Model *m, int64_t step) {
+    static long long signal_at = -2, poison_at = -2;
+    if (signal_at == -2) {
+        signal_at = env_step("CAR_TEST_SIGNAL_AT_STEP");
+        poison_at = env_step("CAR_TEST_POISON_AT_STEP");
     }
-    log_info("train: %lld users with a training window, %lld steps per epoch of %d, %lld steps in all; %lld parameters "
-             "(%s mode, L = %d)",
-             (long long)n_train, (long long)steps_per_epoch, B, (long long)total_steps,
-             (long long)model_num_params(m), is_ar ? "ar" : "car", L);
-    FILE *mlog = NULL;
+    if (signal_at == step + 1 && comm_rank() == 0) raise(SIGUSR1);
+    if (poison_at == step + 1) m->params.params[0] = NAN;
+}
+
+/* ---------------------------------------------------------------- step statistics */
+
+/* One step's sums over the global batch; reduced in one all-reduce, so the stop flag travels
+ * with the losses and every rank decides to stop at the same step. */
+typedef struct {
+    double loss, act, think, n_loss, n_act, n_think, tokens, stop;
+} StepStats;
+#define STEP_STATS_N ((int)(sizeof(StepStats) / sizeof(double)))
+
+static void step_stats_reduce(StepStats *s) { comm_sum_double((double *)s, STEP_STATS_N); }
+
+static void step_stats_add(StepStats *acc, const StepStats *s) {
+    double *a = (double *)acc;
+    const double *b = (const double *)s;
+    for (int k = 0; k < STEP_STATS_N; k++) a[k] += b[k];
+}
+
+static StepStats step_stats_of(const ModelLoss *l, double tokens) {
+    return (StepStats){l->loss_sum, l->act_sum, l->think_sum, (double)l->n_loss, (double)l->n_act,
+                       (double)l->n_think, tokens, (double)(stop_signal != 0)};
+}
+
+/* ---------------------------------------------------------------- the training loop */
+
+/* The state of the loop that is not in the checkpoint (logging and throughput). */
+typedef struct {
+    FILE *mlog;
+    StepStats acc;       /* since the last log line */
+    double t_start, t_log, train_seconds, tokens_total;
+    int64_t first_step, total_steps, steps_per_epoch, n_train;
+    int64_t *order;      /* (U) this epoch's global user order */
+    int *len;            /* (B) batch buffers */
+    int64_t *sample;
+    int32_t *items;
+    OptimConfig oc;
+} Loop;
+
+/* This rank's part of global step s of the epoch: its users among positions [sB, (s+1)B). */
+static ModelBatch fill_batch(const Run *r, Loop *lp, int64_t s) {
+    const CarConfig *cfg = r->cfg;
+    const UserSlice *us = &r->users;
+    int B = cfg->train.batch_size, nb = 0;
+    int64_t n_items = 0;
+    for (int64_t i = s * B; i < (s + 1) * B && i < lp->n_train; i++) {
+        int64_t u = lp->order[i];
+        if (u < us->lo || u >= us->hi) continue; /* another rank's user */
+        const int32_t *seq = us->items + us->offsets[u - us->lo], *h;
+        int64_t hl;
+        int32_t t;
+        dataset_split(seq, us->offsets[u - us->lo + 1] - us->offsets[u - us->lo], SPLIT_TRAIN, cfg->data.max_history,
+                      &h, &hl, &t);
+        memcpy(lp->items + n_items, h, sizeof(int32_t) * (size_t)hl);
+        n_items += hl;
+        lp->len[nb] = (int)hl;
+        lp->sample[nb++] = u;
+    }
+    return (ModelBatch){nb, lp->len, lp->items, lp->sample};
+}
+
+static double batch_tokens(const Run *r, const ModelBatch *b) {
+    int C = r->cfg->sid.levels + 1;
+    double tok = 0;
+    for (int i = 0; i < b->B; i++)
+        tok += r->cfg->train.mode == MODE_AR ? (double)b->len[i] * C - 1 : (double)(b->len[i] - 1) * C;
+    return tok;
+}
+
+static void log_progress(Loop *lp, int epoch, int64_t step, double gnorm) {
+    double now = comm_wtime(), dt = now - lp->t_log;
+    lp->train_seconds += dt;
+    double per_step = lp->train_seconds / (double)(step + 1 - lp->first_step);
+    double left = per_step * (double)(lp->total_steps - step - 1), lr = optim_lr(&lp->oc, step);
+    const StepStats *a = &lp->acc;
+    double loss = a->loss / fmax(a->n_loss, 1), act = a->act / fmax(a->n_act, 1), think = a->think / fmax(a->n_think, 1);
+    log_info("epoch %d step %lld/%lld: loss %.4f (act %.4f, think %.4f), |g| %.3f, lr %.2e, %.0f tokens/s, left ~%.0fs",
+             epoch, (long long)step + 1, (long long)lp->total_steps, loss, act, think, gnorm, lr, a->tokens / dt, left);
+    emit(lp->mlog, json_pack("{s:s,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "kind", "train", "epoch", epoch, "step",
+                             (json_int_t)(step + 1), "loss", loss, "act_loss", act, "think_loss", think, "grad_norm",
+                             gnorm, "lr", lr, "tokens_per_second", a->tokens / dt, "elapsed_seconds",
+                             now - lp->t_start));
+    memset(&lp->acc, 0, sizeof lp->acc);
+    lp->t_log = comm_wtime();
+}
+
+/* Collective (every rank calls it at the same step): a diverged run ends here; the parameters
+ * it produced are never saved, so the last checkpoint stays the latest. */
+__attribute__((noreturn)) static void fail_diverged(const Run *r, int64_t step, const char *what) {
+    char *last = checkpoint_latest(r->cfg->run.dir);
+    comm_fail("step %lld: %s: training stopped; the last good checkpoint (%s) is kept; resume from it with a lower "
+              "train.lr or a stronger train.grad_clip",
+              (long long)step + 1, what, last ? last : "none yet");
+}
+
+/* Every rank sees the same reduced sums and global norm, so all stop together. */
+static void stop_if_not_finite(const Run *r, const StepStats *s, double gnorm, int64_t step) {
+    const char *what = !isfinite(s->act) ? "the UID (act) loss is not finite"
+                       : !isfinite(s->think) ? "the think loss is not finite"
+                       : !isfinite(s->loss) ? "the loss is not finite"
+                       : !isfinite(gnorm) ? "the gradient norm is not finite"
+                                          : NULL;
+    if (what) fail_diverged(r, step, what);
+}
+
+enum { SAVE_PERIODIC, SAVE_SIGNAL, SAVE_EPOCH_END };
+
+/* The checkpoint policy. After step `step` (0-based), the s-th of `epoch`: periodic and signal
+ * saves record the position of the next step (epoch, s + 1), even when s + 1 is the epoch's
+ * end (a resumed run then evaluates that epoch first); the epoch-end save follows the epoch's
+ * evaluation and records (epoch + 1, 0). */
+static void save_checkpoint(Run *r, CheckpointState *st, int reason, int epoch, int64_t s, int64_t step) {
+    /* e.g. an update that overflowed: never replace a good checkpoint */
+    if (!params_finite(r->arenas, 2)) fail_diverged(r, step, "the parameters are not finite after the update");
+    st->step = step + 1;
+    st->epoch = reason == SAVE_EPOCH_END ? epoch + 1 : epoch;
+    st->step_in_epoch = reason == SAVE_EPOCH_END ? 0 : s + 1;
+    checkpoint_save(r->cfg->run.dir, st, r->arenas, r->names, 2, r->cfg->run.keep_checkpoints);
+}
+
+/* Validation after an epoch: NDCG@10 (car) or the held-out loss (ar) decides the best epoch and
+ * early stopping. */
+static void evaluate_epoch(Run *r, Loop *lp, CheckpointState *st, int epoch, int64_t step, double epoch_seconds) {
+    const CarConfig *cfg = r->cfg;
+    double t_eval = comm_wtime(), score;
+    json_t *o = json_pack("{s:s,s:i,s:I,s:f}", "kind", "valid", "epoch", epoch, "step", (json_int_t)step,
+                          "epoch_seconds", epoch_seconds);
+    if (cfg->train.mode == MODE_AR) {
+        double vl = eval_loss(&r->m, &r->users, SPLIT_VALID, &r->eo);
+        score = -vl;
+        log_info("epoch %d valid loss %.4f (target item's tokens; %.1fs)", epoch, vl, comm_wtime() - t_eval);
+        json_object_set_new(o, "loss", json_real(vl));
+    } else {
+        MetricSums ms;
+        eval_split(&r->m, &r->users, SPLIT_VALID, &r->eo, &ms);
+        score = ndcg10(&ms);
+        char what[64];
+        snprintf(what, sizeof what, "epoch %d valid", epoch);
+        log_metrics(what, &ms);
+        json_t *mj = metrics_json(&ms);
+        json_object_update(o, mj);
+        json_decref(mj);
+    }
+    lp->t_log += comm_wtime() - t_eval; /* evaluation time does not count as training throughput */
+    emit(lp->mlog, o);
+    if (!isfinite(score)) comm_fail("epoch %d: the validation score is not finite (%g): the model diverged", epoch, score);
+    if (score > st->best_score) {
+        st->best_score = score;
+        st->best_epoch = epoch;
+        st->best_step = step;
+        st->bad_evals = 0;
+    } else if (++st->bad_evals > cfg->train.patience) {
+        log_info("early stop: no validation improvement in %d evaluations (best epoch %d)", st->bad_evals,
+                 st->best_epoch);
+    }
+}
+
+static void resume_state(Run *r, CheckpointState *st) {
+    const CarConfig *cfg = r->cfg;
+    char *path = checkpoint_latest(cfg->run.dir);
+    if (path) {
+        checkpoint_load(path, st, r->arenas, r->names, 2);
+        log_info("resumed from %s (written by %d rank(s)): step %lld, epoch %d", path, st->ranks, (long long)st->step,
+                 st->epoch);
+    } else {
+        log_info("run.resume: no checkpoint in %s/checkpoints yet, starting at step 0", cfg->run.dir);
+    }
+    free(path);
+    free(st->extra_json);
+    st->extra_json = NULL;
+}
+
+static void loop_open(Run *r, Loop *lp, int resumed_at, int64_t step) {
+    const CarConfig *cfg = r->cfg;
+    int B = cfg->train.batch_size;
+    memset(lp, 0, sizeof *lp);
+    lp->t_start = lp->t_log = comm_wtime();
+    lp->order = xmalloc(sizeof(int64_t) * (size_t)(r->U + 1));
+    lp->n_train = epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, 0, lp->order);
+    if (lp->n_train == 0) comm_fail("%s: no user has a training window (users need at least 4 items)", cfg->data.path);
+    lp->steps_per_epoch = (lp->n_train + B - 1) / B;
+    lp->total_steps = lp->steps_per_epoch * cfg->train.epochs;
+    if (cfg->train.max_steps > 0 && cfg->train.max_steps < lp->total_steps) lp->total_steps = cfg->train.max_steps;
+    lp->first_step = step;
+    optim_from_config(&lp->oc, cfg, lp->total_steps);
+    lp->len = xmalloc(sizeof(int) * (size_t)B);
+    lp->sample = xmalloc(sizeof(int64_t) * (size_t)B);
+    lp->items = xmalloc(sizeof(int32_t) * (size_t)B * (size_t)(cfg->data.max_history + 1));
     if (comm_rank() == 0) {
         char *path = xsprintf("%s/metrics.jsonl", cfg->run.dir);
-        mlog = fopen(path, resumed ? "a" : "w");
-        if (!mlog) comm_fatal("%s: cannot write", path);
+        lp->mlog = fopen(path, resumed_at ? "a" : "w");
+        if (!lp->mlog) comm_fatal("%s: cannot write: %s", path, strerror(errno));
         free(path);
     }
-    struct sigaction sa = {0}, old_term, old_usr1;
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGUSR1, &sa, &old_usr1);
-    int *len = xmalloc(sizeof(int) * (size_t)B);
-    int64_t *sample = xmalloc(sizeof(int64_t) * (size_t)B);
-    int32_t *items = xmalloc(sizeof(int32_t) * (size_t)B * (size_t)(mx + 1));
-    const UserSlice *us = &r->users;
-    int64_t step = st.step, first_step = st.step;
-    int stopped = 0, epochs_run = st.epoch - 1;
-    double acc[6] = {0}, tokens_acc = 0, t_log = comm_wtime(), train_seconds = 0, tokens_total = 0;
-    for (int epoch = st.epoch; epoch <= cfg->train.epochs && step < total_steps && st.bad_evals <= cfg->train.patience;
-         epoch++) {
-        epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, epoch, order);
-        double t_epoch = comm_wtime();
-        int64_t s = epoch == st.epoch ? st.step_in_epoch : 0;
-        for (; s < steps_per_epoch && step < total_steps; s++, step++) {
-            int nb = 0;
-            int64_t n_items = 0;
-            for (int64_t i = s * B; i < (s + 1) * B && i < n_train; i++) {
-                int64_t u = order[i];
-                if (u < us->lo || u >= us->hi) continue; /* another rank's user */
-                const int32_t *seq = us->items + us->offsets[u - us->lo], *h;
-                int64_t hl;
-                int32_t t;
-                dataset_split(seq, us->offsets[u - us->lo + 1] - us->offsets[u - us->lo], SPLIT_TRAIN, mx, &h, &hl, &t);
-                memcpy(items + n_items, h, sizeof(int32_t) * (size_t)hl);
-                n_items += hl;
-                len[nb] = (int)hl;
-                sample[nb++] = u;
-            }
-            ModelBatch batch = {nb, len, items, sample};
-            double gnorm;
-            ModelLoss l = train_step(m, &r->sync, &batch, &oc, step, &gnorm);
-            double tok = 0;
-            for (int b = 0; b < nb; b++) tok += is_ar ? (double)len[b] * C - 1 : (double)(len[b] - 1) * C;
-            /* the stop flag travels with the loss sums: every rank stops at the same step */
-            double ls[8] = {l.loss_sum, l.act_sum, l.think_sum, (double)l.n_loss, (double)l.n_act, (double)l.n_think, tok,
-                            (double)(stop_signal != 0)};
-            comm_sum_double(ls, 8);
-            for (int k = 0; k < 6; k++) acc[k] += ls[k];
-            tokens_acc += ls[6];
-            tokens_total += ls[6];
-            if ((step + 1) % cfg->train.log_every == 0 || step + 1 == total_steps || s + 1 == steps_per_epoch) {
-                double now = comm_wtime(), dt = now - t_log;
-                train_seconds += dt;
-                double per_step = train_seconds / (double)(step + 1 - first_step), left = per_step * (double)(total_steps - step - 1);
-                double loss = acc[0] / fmax(acc[3], 1), act = acc[1] / fmax(acc[4], 1), think = acc[2] / fmax(acc[5], 1);
-                log_info("epoch %d step %lld/%lld: loss %.4f (act %.4f, think %.4f), |g| %.3f, lr %.2e, %.0f tokens/s, "
-                         "left ~%.0fs",
-                         epoch, (long long)step + 1, (long long)total_steps, loss, act, think, gnorm, optim_lr(&oc, step),
-                         tokens_acc / dt, left);
-                emit(mlog, json_pack("{s:s,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "kind", "train", "epoch", epoch, "step",
-                                     (json_int_t)(step + 1), "loss", loss, "act_loss", act, "think_loss", think,
-                                     "grad_norm", gnorm, "lr", optim_lr(&oc, step), "tokens_per_second", tokens_acc / dt,
-                                     "elapsed_seconds", now - t_start));
-                memset(acc, 0, sizeof acc);
-                tokens_acc = 0;
-                t_log = comm_wtime();
-            }
-            int periodic = cfg->run.checkpoint_every > 0 && (step + 1) % cfg->run.checkpoint_every == 0;
-            if ((periodic || ls[7] > 0) && s + 1 < steps_per_epoch) {
-                st.step = step + 1;
-                st.epoch = epoch;
-                st.step_in_epoch = s + 1;
-                checkpoint_save(cfg->run.dir, &st, r->arenas, r->names, 2, cfg->run.keep_checkpoints);
-            }
-            if (ls[7] > 0) {
-                log_info("stopped by a signal after step %lld: checkpoint saved in %s/checkpoints; continue with "
-                         "-o run.resume=true",
-                         (long long)step + 1, cfg->run.dir);
-                stopped = 1;
-                step++;
-                break;
-            }
+}
+
+static void loop_close(Loop *lp) {
+    if (lp->mlog) fclose(lp->mlog);
+    free(lp->len); free(lp->sample); free(lp->items); free(lp->order);
+}
+
+/* Runs the steps of one epoch from step_in_epoch s on. Returns 1 if a stop signal ended it
+ * (a checkpoint of the exact step was saved), else 0. */
+static int run_epoch_steps(Run *r, Loop *lp, CheckpointState *st, int epoch, int64_t s, int64_t *step) {
+    const CarConfig *cfg = r->cfg;
+    for (; s < lp->steps_per_epoch && *step < lp->total_steps; s++, (*step)++) {
+        ModelBatch batch = fill_batch(r, lp, s);
+        double gnorm;
+        test_hooks(&r->m, *step);
+        ModelLoss l = train_step(&r->m, &r->sync, &batch, &lp->oc, *step, &gnorm);
+        StepStats ss = step_stats_of(&l, batch_tokens(r, &batch));
+        step_stats_reduce(&ss);
+        stop_if_not_finite(r, &ss, gnorm, *step);
+        step_stats_add(&lp->acc, &ss);
+        lp->tokens_total += ss.tokens;
+        int epoch_end = s + 1 == lp->steps_per_epoch || *step + 1 == lp->total_steps;
+        if ((*step + 1) % cfg->train.log_every == 0 || epoch_end) log_progress(lp, epoch, *step, gnorm);
+        if (ss.stop > 0) {
+            save_checkpoint(r, st, SAVE_SIGNAL, epoch, s, *step);
+            char *path = checkpoint_path(cfg->run.dir, *step + 1);
+            log_info("stopped by a signal after step %lld: checkpoint %s saved; continue with -o run.resume=true "
+                     "(exit code %d: stopped, resumable)",
+                     (long long)*step + 1, path, TRAIN_EXIT_STOPPED);
+            free(path);
+            (*step)++;
+            return 1;
         }
-        if (stopped) break;
-        epochs_run = epoch;
-        double epoch_seconds = comm_wtime() - t_epoch;
-        if (epoch % cfg->train.eval_every == 0 || epoch == cfg->train.epochs || step >= total_steps) {
-            double t_eval = comm_wtime(), score;
-            json_t *o = json_pack("{s:s,s:i,s:I,s:f}", "kind", "valid", "epoch", epoch, "step", (json_int_t)step,
-                                  "epoch_seconds", epoch_seconds);
-            if (is_ar) {
-                double vl = eval_loss(m, us, SPLIT_VALID, &r->eo);
-                score = -vl;
-                log_info("epoch %d valid loss %.4f (%.1fs)", epoch, vl, comm_wtime() - t_eval);
-                json_object_set_new(o, "loss", json_real(vl));
-            } else {
-                MetricSums ms;
-                eval_split(m, us, SPLIT_VALID, &r->eo, &ms);
-                score = ndcg10(&ms);
-                char what[64];
-                snprintf(what, sizeof what, "epoch %d valid", epoch);
-                log_metrics(what, &ms);
-                json_t *mj = metrics_json(&ms);
-                json_object_update(o, mj);
-                json_decref(mj);
-            }
-            t_log += comm_wtime() - t_eval; /* evaluation time does not count as training throughput */
-            emit(mlog, o);
-            if (score > st.best_score) {
-                st.best_score = score;
-                st.best_epoch = epoch;
-                st.best_step = step;
-                st.bad_evals = 0;
-            } else if (++st.bad_evals > cfg->train.patience) {
-                log_info("early stop: no validation improvement in %d evaluations (best epoch %d)", st.bad_evals,
-                         st.best_epoch);
-            }
-        }
-        st.step = step;
-        st.epoch = epoch + 1;
-        st.step_in_epoch = 0;
-        checkpoint_save(cfg->run.dir, &st, r->arenas, r->names, 2, cfg->run.keep_checkpoints);
+        int periodic = cfg->run.checkpoint_every > 0 && (*step + 1) % cfg->run.checkpoint_every == 0;
+        if (periodic && !epoch_end) save_checkpoint(r, st, SAVE_PERIODIC, epoch, s, *step);
     }
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGUSR1, &old_usr1, NULL);
-    json_object_set_new(summary, "mode", json_string(is_ar ? "ar" : "car"));
+    return 0;
+}
+
+/* Trains from scratch or from the latest checkpoint (run.resume). Returns 0 when training is
+ * complete, 1 when a signal stopped it (a checkpoint of that step was saved; resume is exact). */
+static int train_loop(Run *r, json_t *summary) {
+    const CarConfig *cfg = r->cfg;
+    CheckpointState st = {.epoch = 1, .seed = (uint64_t)cfg->train.seed, .best_score = -INFINITY, .best_step = -1,
+                          .config = r->cfg_text};
+    if (cfg->run.resume) resume_state(r, &st);
+    Loop lp;
+    loop_open(r, &lp, st.step > 0 || st.step_in_epoch > 0, st.step);
+    log_info("train: %lld users with a training window, %lld steps per epoch of %d, %lld steps in all; %lld parameters "
+             "(%s mode, L = %d)",
+             (long long)lp.n_train, (long long)lp.steps_per_epoch, cfg->train.batch_size, (long long)lp.total_steps,
+             (long long)model_num_params(&r->m), cfg->train.mode == MODE_AR ? "ar" : "car", cfg->sid.levels);
+    SignalState old;
+    stop_signals_install(&old);
+    int64_t step = st.step;
+    int stopped = 0, epochs_run = st.epoch - 1;
+    for (int epoch = st.epoch; epoch <= cfg->train.epochs && st.bad_evals <= cfg->train.patience; epoch++) {
+        int64_t s0 = epoch == st.epoch ? st.step_in_epoch : 0;
+        if (step >= lp.total_steps && s0 == 0) break; /* s0 > 0: this epoch's end is still due */
+        epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, epoch, lp.order);
+        double t_epoch = comm_wtime();
+        if ((stopped = run_epoch_steps(r, &lp, &st, epoch, s0, &step))) break;
+        epochs_run = epoch;
+        if (epoch % cfg->train.eval_every == 0 || epoch == cfg->train.epochs || step >= lp.total_steps)
+            evaluate_epoch(r, &lp, &st, epoch, step, comm_wtime() - t_epoch);
+        save_checkpoint(r, &st, SAVE_EPOCH_END, epoch, 0, step - 1);
+    }
+    stop_signals_restore(&old);
+    json_object_set_new(summary, "mode", json_string(cfg->train.mode == MODE_AR ? "ar" : "car"));
     json_object_set_new(summary, "epochs_run", json_integer(epochs_run));
     json_object_set_new(summary, "steps", json_integer((json_int_t)step));
-    json_object_set_new(summary, "train_tokens_per_second", json_real(tokens_total / fmax(train_seconds, 1e-9)));
-    json_object_set_new(summary, "train_seconds", json_real(comm_wtime() - t_start));
-    if (mlog) fclose(mlog);
-    free(len); free(sample); free(items); free(order);
+    json_object_set_new(summary, "train_tokens_per_second", json_real(lp.tokens_total / fmax(lp.train_seconds, 1e-9)));
+    json_object_set_new(summary, "train_seconds", json_real(comm_wtime() - lp.t_start));
+    loop_close(&lp);
     return stopped;
 }
 
@@ -418,6 +578,8 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
     CheckpointState st = {0}; /* config not compared: evaluation options may differ from training's */
     checkpoint_load(best, &st, r->arenas, r->names, 2);
     free(st.extra_json);
+    if (!params_finite(r->arenas, 2))
+        comm_fail("%s holds non-finite parameters (a diverged model): no results are written", best);
     log_info("evaluating %s (epoch %d)", best, st.best_epoch);
     free(best);
     const UserSlice *us = &r->users;
@@ -439,7 +601,8 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
         log_metrics(what, &ts);
         valid = metrics_json(&vs);
         test = metrics_json(&ts);
-        if (cfg->sid.levels > 0) json_object_set_new(summary, "slow_thinking", slow_thinking_sweep(m, us, &r->eo));
+        if (cfg->sid.levels > 0)
+            json_object_set_new(summary, "slow_thinking", slow_thinking_sweep(m, us, &r->eo, &vs));
         MetricSums ps;
         eval_popularity(us, r->V, SPLIT_TEST, &r->eo, &ps);
         log_metrics("popularity baseline test", &ps);
@@ -453,15 +616,16 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
 /* The training summary travels from the train stage to a later eval-only run. */
 static char *summary_path(const CarConfig *cfg) { return xsprintf("%s/train_summary.json", cfg->run.dir); }
 
-void train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval) {
+int train_stage_run(const CarConfig *cfg, const char *command, int do_train, int do_eval) {
     double t0 = comm_wtime();
     Run r;
     run_open(&r, cfg);
     json_t *summary = NULL;
     char *spath = summary_path(cfg);
+    int stopped = 0;
     if (do_train) {
         summary = json_object();
-        int stopped = train_loop(&r, summary);
+        stopped = train_loop(&r, summary);
         if (comm_rank() == 0) {
             char *text = json_dumps(summary, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
             if (write_file_atomic(spath, text) != 0) log_warn("%s: cannot write", spath);
@@ -478,4 +642,5 @@ void train_stage_run(const CarConfig *cfg, const char *command, int do_train, in
     double rss = comm_peak_rss_mib();
     log_info("%s: %.1fs, peak memory %.1f MiB per rank (max)", do_train ? "train" : "eval", comm_wtime() - t0, rss);
     run_close(&r);
+    return stopped ? TRAIN_EXIT_STOPPED : 0;
 }

@@ -32,14 +32,14 @@ grep -q "resumed from" "$TMP/out.txt" && pass "resume used a checkpoint" || fail
 kill_run "$TMP/c" 2
 expect_ok "resume after SIGKILL with another P (1)" -- mpirun -n 1 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/c" -o run.resume=true
 
-# SIGUSR1: every rank finishes its step, a checkpoint is written, exit 0
+# SIGUSR1: every rank finishes its step, a checkpoint is written, exit 75 (stopped, resumable)
 mkdir -p "$TMP/d"
 setsid mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/d" >"$TMP/d.log" 2>&1 &
 pid=$!
 n=0; until ls "$TMP/d"/checkpoints/step_*.h5 >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done
 kill -USR1 "$pid"
 wait "$pid"; rc=$?
-if [ $rc -eq 0 ] && grep -q "stopped by a signal" "$TMP/d.log" && [ ! -f "$TMP/d/results.json" ]; then pass "SIGUSR1 stops cleanly with a checkpoint"
+if [ $rc -eq 75 ] && grep -q "stopped by a signal" "$TMP/d.log" && [ ! -f "$TMP/d/results.json" ]; then pass "SIGUSR1 stops cleanly with a checkpoint, exit 75"
 else fail "SIGUSR1 stops cleanly with a checkpoint" "exit $rc" "$(tail -n 3 "$TMP/d.log")"; fi
 expect_ok "resume after SIGUSR1" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/d" -o run.resume=true
 
