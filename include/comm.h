@@ -7,25 +7,50 @@
 
 /* Starts MPI. Before that, when OPENBLAS_CORETYPE is unset, re-executes the program with
  * the fastest OpenBLAS kernel this CPU supports (the library reads it only at load).
- * Sets BLAS threads to cores / ranks-on-this-node unless OPENBLAS_NUM_THREADS is set. */
+ * Then sets the BLAS threads by comm_blas_threads (collective over the node's ranks). */
 void comm_init(int *argc, char ***argv, const char *program);
+/* The BLAS threads of one rank (pure; why gets where the number came from, e.g. "affinity mask
+ * of 2 CPUs"). In order: OPENBLAS_NUM_THREADS (openblas_env) if set, which OpenBLAS itself
+ * obeys; SLURM_CPUS_PER_TASK (slurm_cpus) if set; else the mask_cpus CPUs of this rank's
+ * affinity mask divided by sharing, the ranks on this node with the same mask: a rank pinned
+ * to CPUs of its own uses them all; ranks that all span the node (node_cpus) split it.
+ * NULL or invalid variables count as unset; at least 1. */
+int comm_blas_threads(const char *openblas_env, const char *slurm_cpus, int mask_cpus, int node_cpus, int sharing,
+                      char *why, size_t why_size);
 void comm_finalize(void);
 int comm_rank(void);
 int comm_size(void);
 const char *comm_program(void);
 double comm_wtime(void);
-/* One line describing the BLAS library, kernel and threads. */
+/* One line: the BLAS threads and where the number came from, library, kernel, ranks. */
 const char *comm_blas_info(void);
 
-/* Any rank, alone: prints "PROGRAM: rank R: message", removes registered partial
- * outputs and aborts the whole job. */
+/* Errors. No error path may hang the job: each of these is either agreed by every rank or
+ * takes the whole job down (MPI_Abort). The user sees one line "PROGRAM: error: message" (or
+ * "PROGRAM: rank R: message" from comm_fatal), then non-zero exit.
+ *
+ * Local (one rank may call it alone, anywhere): comm_fatal. For what only this rank can see
+ * and cannot wait to agree on (out of memory, an MPI or HDF5 failure mid-collective).
+ * Prints "PROGRAM: rank R: message", removes registered partial outputs, MPI_Abort.
+ *
+ * Collective (every rank calls it at the same point):
+ *   comm_fail: all ranks detected the same error (they parsed the same arguments, read the
+ *     same agreed values). Rank 0 prints "PROGRAM: error: message", partial outputs are
+ *     removed, every rank exits 1 through MPI_Finalize. Safety net: if the other ranks do not
+ *     arrive within COMM_FAIL_GRACE seconds (a caller broke the contract), this rank prints
+ *     its message in the same format and aborts the job.
+ *   comm_fail_if_any: an error only some ranks may have seen (a file one rank cannot read,
+ *     a bad row in one rank's slice); NULL on the ranks that saw none. If any rank passes a
+ *     message, the lowest such rank's is printed by rank 0 and the job fails as comm_fail.
+ *     A rank holding an error waits at most COMM_FAIL_GRACE seconds for the others, then
+ *     prints it itself and aborts. */
+#define COMM_FAIL_GRACE 5.0
 void comm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-/* Every rank, together (all detected the same error): rank 0 prints "PROGRAM: error: message",
- * partial outputs are removed, every rank exits 1. */
 void comm_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-/* Agree on an error only some ranks may have seen: if any rank passes a message, the lowest
- * such rank's message is printed by rank 0 and the job fails cleanly. */
 void comm_fail_if_any(const char *local_error_or_null);
+/* Collective, never exits: the lowest rank's error (a new string on every rank), or NULL when
+ * no rank has one. Consumes local_error_or_null (frees it). */
+char *comm_agree_error(char *local_error_or_null);
 
 /* A partial output (a temporary file) that a failure must remove. */
 void comm_cleanup_add(const char *path);
@@ -44,6 +69,7 @@ void comm_sum_double(double *buf, int n);
 void comm_sum_float(float *buf, int n);
 void comm_max_float(float *buf, int n);
 void comm_xor_u64(uint64_t *buf, int n);
+void comm_sum_u64(uint64_t *buf, int n); /* wraps around: for checksums */
 void comm_max_double(double *buf, int n);
 void comm_min_double(double *buf, int n);
 void comm_bcast(void *buf, int64_t bytes, int root);

@@ -7,15 +7,28 @@
 
 /* Collective. Creates PATH (truncating) for parallel writing. */
 hid_t h5io_create(const char *path);
-/* Collective. Opens an existing file read-only (or read-write); a missing, truncated or
- * foreign file is a clean job failure naming PATH. */
-hid_t h5io_open(const char *path, int writable);
+/* Collective. Fails the job cleanly (one line naming PATH and the rank) unless every rank can
+ * open PATH for reading: before a collective open, which would hang if one rank left it. */
+void h5io_check_readable(const char *path);
+/* Collective. Opens an existing file read-only (flags 0) or read-write (H5IO_WRITE); a missing,
+ * unreadable (on any rank), truncated or foreign file is a clean job failure naming PATH.
+ * Read-only, it also checks the file with h5io_verify (a corrupt dataset fails the job naming
+ * the file and the dataset) unless flags has H5IO_UNVERIFIED (the caller checks itself). */
+enum { H5IO_WRITE = 1, H5IO_UNVERIFIED = 2 };
+hid_t h5io_open(const char *path, int flags);
+/* Collective, never exits. Reads every dataset of FILE that carries a checksum (or only dataset
+ * ONLY when not NULL; absent: not checked), each rank a share of its rows, and compares: NULL,
+ * or one line naming the file and the first corrupt dataset. A file of ours (a "format"
+ * attribute) without any checksum was written before they existed: accepted with a warning.
+ * Datasets written by h5io_write_rows (and string arrays) carry the checksum. */
+char *h5io_verify(hid_t file, const char *only);
 void h5io_close(hid_t file);
 /* Non-collective: 1 if PATH opens as HDF5 and holds object NAME. */
 int h5io_has(hid_t file, const char *name);
 
 /* Collective. Creates dataset NAME (parent groups too) of global shape dims[0..ndims) and
- * writes rows [row_lo, row_lo + row_count) of dims[0] from data (row-major). */
+ * writes rows [row_lo, row_lo + row_count) of dims[0] from data (row-major); the ranks' rows must
+ * not overlap. Adds the attribute "checksum" (see h5io_verify). */
 void h5io_write_rows(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims, int64_t row_lo,
                      int64_t row_count, const void *data);
 /* Collective. Reads rows [row_lo, row_lo + row_count) of NAME into data. */

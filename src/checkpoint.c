@@ -36,15 +36,6 @@ static char *bcast_string(const char *s, int root) {
     return out;
 }
 
-/* The lowest rank's error (consumes local), or NULL when no rank has one: never exits. */
-static char *agree_error(char *local) {
-    int mine = local ? comm_rank() : comm_size(), first = mine;
-    COMM_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    char *out = first == comm_size() ? NULL : bcast_string(local, first);
-    free(local);
-    return out;
-}
-
 /* ---------- which rows each rank writes and checksums ---------- */
 
 /* blocks (n, P, 2): rows [lo, hi) of each tensor that each rank is responsible for. They cover
@@ -107,35 +98,6 @@ static char *row_blocks(const ParamArena *a, const char *arena_name, int64_t **b
     return err;
 }
 
-/* Hash of row g's n floats: four multiply-xorshift lanes over 8-byte words, so that the
- * multiplies overlap (byte-wise FNV runs at ~0.4 GB/s, too slow for large item tables). */
-static uint64_t row_hash(int64_t g, const float *x, int64_t n) {
-    const uint64_t k = 0x9e3779b97f4a7c15ULL;
-    uint64_t h[4] = {rng_mix((uint64_t)g), k, 2 * k, 3 * k}, w;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 4; j++) {
-            memcpy(&w, x + i + 2 * j, sizeof w);
-            h[j] = (h[j] ^ w) * k;
-            h[j] ^= h[j] >> 32;
-        }
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        h[0] = (h[0] ^ u) * k;
-        h[0] ^= h[0] >> 32;
-    }
-    return rng_mix(h[0] ^ rng_mix(h[1] ^ rng_mix(h[2] ^ rng_mix(h[3] ^ (uint64_t)n))));
-}
-
-/* Order-free checksum of rows [grow0, grow0 + count) held at data: the sum of the rows' hashes,
- * so any split of the rows over ranks sums to the same value. */
-static uint64_t rows_checksum(const float *data, int64_t grow0, int64_t count, int64_t cols) {
-    uint64_t sum = 0;
-    for (int64_t r = 0; r < count; r++) sum += row_hash(grow0 + r, data + r * cols, cols);
-    return sum;
-}
-
 /* sums (n, 3): checksums of value, m, v of every tensor of a, over all ranks. */
 static void arena_checksums(const ParamArena *a, const int64_t *blocks, int nb, uint64_t *sums) {
     int P = comm_size(), me = comm_rank();
@@ -143,7 +105,7 @@ static void arena_checksums(const ParamArena *a, const int64_t *blocks, int nb, 
         const ParamTensor *t = &a->t[i];
         int64_t lo = blocks[2 * ((size_t)i * P + me)], hi = blocks[2 * ((size_t)i * P + me) + 1];
         for (int b = 0; b < 3; b++)
-            sums[3 * i + b] = b < nb ? rows_checksum(arena_buffer(a, b) + t->offset + (lo - t->row0) * t->cols, lo, hi - lo, t->cols) : 0;
+            sums[3 * i + b] = b < nb ? hash_rows(arena_buffer(a, b) + t->offset + (lo - t->row0) * t->cols, lo, hi - lo, sizeof(float) * (size_t)t->cols) : 0;
     }
     if (P > 1) COMM_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums, 3 * a->n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
 }
@@ -216,12 +178,9 @@ void checkpoint_write(const char *path, const CheckpointState *st, ParamArena *c
                       const char *const *arena_names, int n_arenas, int moments) {
     int P = comm_size(), nb = moments ? 3 : 1;
     int64_t **blocks = xcalloc((size_t)n_arenas + 1, sizeof *blocks);
-    uint64_t **sums = xcalloc((size_t)n_arenas + 1, sizeof *sums);
     for (int a = 0; a < n_arenas; a++) { /* check the layout before making any file */
         char *err = row_blocks(arenas[a], arena_names[a], &blocks[a]);
         if (err) comm_fail("%s: %s", path, err);
-        sums[a] = xmalloc(sizeof(uint64_t) * (size_t)(3 * arenas[a]->n + 1));
-        arena_checksums(arenas[a], blocks[a], nb, sums[a]);
     }
     char *partial = h5io_partial_name(path), hash[17];
     comm_cleanup_add(partial);
@@ -250,7 +209,6 @@ void checkpoint_write(const char *path, const CheckpointState *st, ParamArena *c
                 char *name = dataset_name(arena_names[a], t, b);
                 h5io_write_rows(f, name, H5T_NATIVE_FLOAT, 2, dims, blk[0], blk[1] - blk[0],
                                 arena_buffer(ar, b) + t->offset + (blk[0] - t->row0) * t->cols);
-                h5io_attr_write_i64(f, name, "checksum", bits_i64(sums[a][3 * i + b]));
                 free(name);
             }
         }
@@ -262,8 +220,8 @@ void checkpoint_write(const char *path, const CheckpointState *st, ParamArena *c
     h5io_close(f);
     sync_path(partial);
     h5io_commit_partial(partial, path);
-    for (int a = 0; a < n_arenas; a++) { free(blocks[a]); free(sums[a]); }
-    free(blocks); free(sums); free(partial);
+    for (int a = 0; a < n_arenas; a++) free(blocks[a]);
+    free(blocks); free(partial);
 }
 
 /* step of a file name "step_<digits>.h5" (complete checkpoints only), else -1 */
@@ -376,7 +334,7 @@ char *checkpoint_latest(const char *run_dir) {
 char *checkpoint_best(const char *run_dir) {
     char *latest = checkpoint_latest(run_dir), *best = NULL;
     if (!latest) return NULL;
-    hid_t f = h5io_open(latest, 0);
+    hid_t f = h5io_open(latest, H5IO_UNVERIFIED); /* one attribute */
     int64_t best_step = -1;
     h5io_attr_read_i64(f, "/", "best_step", &best_step);
     h5io_close(f);
@@ -406,7 +364,7 @@ static hid_t open_quietly(const char *path, char **err) {
     char *mine = NULL;
     struct stat sb;
     if (stat(path, &sb) != 0) mine = xsprintf("checkpoint %s: no such file", path);
-    if ((*err = agree_error(mine))) return -1;
+    if ((*err = comm_agree_error(mine))) return -1;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
@@ -417,7 +375,7 @@ static hid_t open_quietly(const char *path, char **err) {
            : want > (long long)sb.st_size
                ? xsprintf("checkpoint %s: truncated file (%lld of %lld bytes)", path, (long long)sb.st_size, want)
                : xsprintf("checkpoint %s: cannot open as HDF5 (corrupt or not an HDF5 file)", path);
-    if ((*err = agree_error(mine))) {
+    if ((*err = comm_agree_error(mine))) {
         if (f >= 0) H5Fclose(f);
         return -1;
     }
@@ -496,7 +454,7 @@ char *checkpoint_check(const char *path, const char *config, ParamArena *const *
     if (f < 0) return err;
     err = check_file(f, path, config, arenas, arena_names, n_arenas);
     H5Fclose(f);
-    return agree_error(err);
+    return comm_agree_error(err);
 }
 
 static char *read_state(hid_t f, const char *path, CheckpointState *st) {
@@ -525,7 +483,7 @@ char *checkpoint_try_load(const char *path, CheckpointState *st, ParamArena *con
                           const char *const *arena_names, int n_arenas) {
     char *err = checkpoint_check(path, st->config, arenas, arena_names, n_arenas);
     if (err) return err;
-    hid_t f = h5io_open(path, 0);
+    hid_t f = h5io_open(path, H5IO_UNVERIFIED); /* checked below, reporting instead of failing */
     int64_t moments = 1;
     h5io_attr_read_i64(f, "/", "moments", &moments);
     int nb = moments ? 3 : 1;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *program_name = "car";
@@ -43,11 +44,62 @@ static void select_blas_kernel(char **argv) {
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the default kernel */
 }
 
-static int usable_cores(void) {
+int comm_blas_threads(const char *openblas_env, const char *slurm_cpus, int mask_cpus, int node_cpus, int sharing,
+                      char *why, size_t why_size) {
+    long v;
+    char *end;
+    if (openblas_env && (v = strtol(openblas_env, &end, 10)) > 0 && !*end) {
+        snprintf(why, why_size, "OPENBLAS_NUM_THREADS=%ld", v);
+        return (int)v;
+    }
+    if (slurm_cpus && (v = strtol(slurm_cpus, &end, 10)) > 0 && !*end) {
+        snprintf(why, why_size, "SLURM_CPUS_PER_TASK=%ld", v);
+        return (int)v;
+    }
+    int cpus = mask_cpus > 0 ? mask_cpus : node_cpus, share = sharing > 1 ? sharing : 1;
+    int threads = cpus / share < 1 ? 1 : cpus / share;
+    const char *plural = cpus == 1 ? "" : "s";
+    if (cpus < node_cpus && share == 1) snprintf(why, why_size, "affinity mask of %d CPU%s", cpus, plural);
+    else if (cpus < node_cpus) snprintf(why, why_size, "affinity mask of %d CPU%s shared by %d ranks", cpus, plural, share);
+    else if (share == 1) snprintf(why, why_size, "all %d CPU%s of the node", cpus, plural);
+    else snprintf(why, why_size, "all %d CPU%s of the node shared by %d ranks", cpus, plural, share);
+    return threads;
+}
+
+/* CPUs in this rank's affinity mask, and how many ranks on this node have that same mask
+ * (collective over the node: ranks pinned to their own CPUs share nothing). */
+static int affinity(MPI_Comm node, int *sharing) {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    int local = 1;
+    MPI_Comm_size(node, &local);
+    cpu_set_t *all = xmalloc(sizeof set * (size_t)local);
+    MPI_Allgather(&set, sizeof set, MPI_BYTE, all, sizeof set, MPI_BYTE, node);
+    *sharing = 0;
+    for (int r = 0; r < local; r++) *sharing += CPU_EQUAL(&all[r], &set) != 0;
+    free(all);
+    return CPU_COUNT(&set);
+}
+
+/* Sets the BLAS threads of this rank (unless OPENBLAS_NUM_THREADS did) and describes them. */
+static void choose_blas_threads(void) {
+    MPI_Comm node;
+    int local = 1, sharing = 1, mask = 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &local);
+        mask = affinity(node, &sharing);
+        MPI_Comm_free(&node);
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    char why[128];
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    int threads = comm_blas_threads(env, getenv("SLURM_CPUS_PER_TASK"), mask, online > 0 ? (int)online : 1, sharing, why, sizeof why);
+    if (strncmp(why, "OPENBLAS_NUM_THREADS", 20) != 0) openblas_set_num_threads(threads);
+    threads = openblas_get_num_threads(); /* what the library took (it caps at its MAX_THREADS) */
+    snprintf(blas_info, sizeof blas_info, "%d BLAS thread%s per rank (%s); %s, kernel %s; %d rank%s, %d on this node",
+             threads, threads == 1 ? "" : "s", why, openblas_get_config(), openblas_get_corename(), world_size,
+             world_size == 1 ? "" : "s", local);
 }
 
 void comm_init(int *argc, char ***argv, const char *program) {
@@ -58,19 +110,7 @@ void comm_init(int *argc, char ***argv, const char *program) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-    MPI_Comm node;
-    int local = 1;
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-        MPI_Comm_size(node, &local);
-        MPI_Comm_free(&node);
-    }
-    /* oversubscribed or pinned ranks must not each start a thread per core */
-    if (!getenv("OPENBLAS_NUM_THREADS")) {
-        int threads = usable_cores() / local;
-        openblas_set_num_threads(threads < 1 ? 1 : threads);
-    }
-    snprintf(blas_info, sizeof blas_info, "BLAS: %s; kernel %s, %d thread(s) per rank, %d rank(s), %d on this node",
-             openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), world_size, local);
+    choose_blas_threads();
 }
 
 void comm_finalize(void) {
@@ -115,6 +155,7 @@ void comm_fatal(const char *fmt, ...) {
     exit(1);
 }
 
+/* Every rank is here: rank 0 prints, partial outputs go, MPI ends cleanly. */
 __attribute__((noreturn)) static void fail_now(const char *msg) {
     if (world_rank == 0) {
         fprintf(stderr, "%s: error: %s\n", program_name, msg);
@@ -125,23 +166,73 @@ __attribute__((noreturn)) static void fail_now(const char *msg) {
     exit(1);
 }
 
+/* This rank alone knows: it prints and takes the whole job down. The pause lets the line
+ * reach mpirun before Open MPI's abort banner. */
+__attribute__((noreturn)) static void abort_alone(const char *msg) {
+    fprintf(stderr, "%s: error: %s\n", program_name, msg);
+    fflush(stderr);
+    run_cleanup();
+    if (mpi_started && world_size > 1) {
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    exit(1);
+}
+
+/* Waits for req up to COMM_FAIL_GRACE seconds (the others may never come); 1 if it completed. */
+static int wait_briefly(MPI_Request *req) {
+    double until = MPI_Wtime() + COMM_FAIL_GRACE;
+    for (int done = 0;;) {
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 0;
+        if (done) return 1;
+        if (MPI_Wtime() > until) return 0;
+        nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+    }
+}
+
 void comm_fail(const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fail_now(msg);
+    if (!mpi_started || world_size == 1) fail_now(msg);
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS && wait_briefly(&req)) fail_now(msg);
+    abort_alone(msg); /* a rank is elsewhere: a caller broke the contract, but nobody hangs */
 }
 
 void comm_fail_if_any(const char *local_error) {
     int mine = local_error ? world_rank : world_size, first = mine;
-    COMM_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (!mpi_started || world_size == 1) {
+        if (local_error) fail_now(local_error);
+        return;
+    }
+    MPI_Request req;
+    COMM_CHECK(MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req));
+    if (!local_error) COMM_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    else if (!wait_briefly(&req)) abort_alone(local_error);
     if (first == world_size) return;
     char msg[1024] = "";
     if (world_rank == first) snprintf(msg, sizeof msg, "%s", local_error);
     COMM_CHECK(MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD));
     fail_now(msg);
+}
+
+char *comm_agree_error(char *local_error) {
+    int mine = local_error ? world_rank : world_size, first = mine;
+    if (world_size > 1) COMM_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    int64_t n = first == world_rank ? (int64_t)strlen(local_error) : 0;
+    char *out = NULL;
+    if (first < world_size) {
+        comm_bcast(&n, sizeof n, first);
+        out = xmalloc((size_t)n + 1);
+        if (first == world_rank) memcpy(out, local_error, (size_t)n);
+        comm_bcast(out, n, first);
+        out[n] = 0;
+    }
+    free(local_error);
+    return out;
 }
 
 void comm_check_(int err, const char *what, const char *file, int line) {
@@ -231,6 +322,7 @@ void comm_wait(CommPending *p, int n) {
 void comm_sum_i64(int64_t *buf, int n) { allreduce(buf, n, MPI_INT64_T, MPI_SUM); }
 void comm_sum_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_SUM); }
 void comm_sum_float(float *buf, int n) { allreduce(buf, n, MPI_FLOAT, MPI_SUM); }
+void comm_sum_u64(uint64_t *buf, int n) { allreduce(buf, n, MPI_UINT64_T, MPI_SUM); }
 void comm_xor_u64(uint64_t *buf, int n) { allreduce(buf, n, MPI_UINT64_T, MPI_BXOR); }
 void comm_max_float(float *buf, int n) { allreduce(buf, n, MPI_FLOAT, MPI_MAX); }
 void comm_max_double(double *buf, int n) { allreduce(buf, n, MPI_DOUBLE, MPI_MAX); }

@@ -361,7 +361,8 @@ char *config_parse(CarConfig *cfg, const char *path, int n_overrides, char **ove
 
 void config_load(CarConfig *cfg, const char *path, int n_overrides, char **overrides) {
     char *err = config_parse(cfg, path, n_overrides, overrides);
-    if (err) comm_fail("%s", err);
+    comm_fail_if_any(err); /* every rank reads the file itself: one may fail alone (node-local path) */
+    free(err);
 }
 
 void config_free(CarConfig *cfg) {

@@ -1,11 +1,20 @@
 #include "h5io.h"
 #include "comm.h"
+#include "log.h"
 #include "util.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char file_label[64][512]; /* the path of each open file, by a small hash of its id */
+/* Attribute of every dataset written through h5io_write_rows (and of string arrays): the sum of
+ * hash_row over its rows (row index, row bytes), so that any split of the rows over the writing
+ * or checking ranks gives the same value. HDF5 notices truncation and broken structure, but not
+ * a flipped bit inside a data block: this does. */
+static const char *const CHECKSUM = "checksum";
 
 static void quiet_hdf5(void) {
     static int done;
@@ -45,14 +54,31 @@ hid_t h5io_create(const char *path) {
     return f;
 }
 
-hid_t h5io_open(const char *path, int writable) {
+void h5io_check_readable(const char *path) {
+    char *err = NULL, where[64] = "";
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) close(fd);
+    else {
+        if (comm_rank() > 0) snprintf(where, sizeof where, " (on rank %d: node-local storage?)", comm_rank());
+        err = errno == ENOENT ? xsprintf("%s: no such file%s", path, where)
+                              : xsprintf("%s: cannot read: %s%s", path, strerror(errno), where);
+    }
+    comm_fail_if_any(err); /* before the collective open, which a rank that cannot read would leave */
+    free(err);
+}
+
+hid_t h5io_open(const char *path, int flags) {
     quiet_hdf5();
-    if (!file_exists(path)) comm_fail("%s: no such file", path);
+    h5io_check_readable(path);
     hid_t fapl = mpio_fapl();
-    hid_t f = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    hid_t f = H5Fopen(path, flags & H5IO_WRITE ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (!all_ranks(f >= 0)) comm_fail("%s: cannot open as HDF5 (truncated, corrupt or not an HDF5 file)", path);
     remember(f, path);
+    if (!(flags & (H5IO_WRITE | H5IO_UNVERIFIED))) {
+        char *err = h5io_verify(f, NULL);
+        if (err) comm_fail("%s", err);
+    }
     return f;
 }
 
@@ -121,6 +147,11 @@ void h5io_write_rows(hid_t file, const char *name, hid_t type, int ndims, const 
     herr_t err = H5Dwrite(dset, type, ms, fs, dxpl, data);
     H5Sclose(fs); H5Sclose(ms); H5Pclose(dxpl); H5Dclose(dset);
     if (err < 0) comm_fatal("%s: writing %s failed (disk full?)", path_of(file), name);
+    size_t row_bytes = H5Tget_size(type);
+    for (int i = 1; i < ndims; i++) row_bytes *= (size_t)dims[i];
+    uint64_t sum = hash_rows(data, row_lo, row_count, row_bytes);
+    comm_sum_u64(&sum, 1);
+    h5io_attr_write_i64(file, name, CHECKSUM, (int64_t)sum);
 }
 
 static hid_t open_dataset(hid_t file, const char *name) {
@@ -156,6 +187,85 @@ void h5io_read_all(hid_t file, const char *name, hid_t type, void *data) {
     int64_t dims[8];
     h5io_shape(file, name, dims, 8);
     h5io_read_rows(file, name, type, 0, dims[0], data);
+}
+
+/* ---------- checksums ---------- */
+
+typedef struct { char **names; int n; size_t cap; } Names;
+
+static herr_t collect_dataset(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    Names *l = data;
+    hid_t o = info->type == H5L_TYPE_HARD ? H5Oopen(g, name, H5P_DEFAULT) : -1;
+    if (o < 0) return 0;
+    if (H5Iget_type(o) == H5I_DATASET) {
+        if ((size_t)l->n == l->cap) l->names = xrealloc(l->names, sizeof(char *) * (l->cap = l->cap ? 2 * l->cap : 16));
+        l->names[l->n++] = xsprintf("/%s", name);
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+/* This rank's rows of dataset d (file type ftype, shape dims) hashed into *sum; 0 or -1 on a read error. */
+static int hash_my_rows(hid_t d, hid_t ftype, const hsize_t *dims, int nd, uint64_t *sum) {
+    hid_t mtype = H5Tget_native_type(ftype, H5T_DIR_ASCEND);
+    size_t row_bytes = H5Tget_size(mtype);
+    for (int i = 1; i < nd; i++) row_bytes *= (size_t)dims[i];
+    int64_t lo, hi, chunk = (int64_t)((64 << 20) / (row_bytes ? row_bytes : 1)) + 1;
+    comm_split_range(nd ? (int64_t)dims[0] : 1, comm_size(), comm_rank(), &lo, &hi);
+    char *buf = xmalloc(row_bytes * (size_t)(hi - lo < chunk ? hi - lo : chunk));
+    int rc = 0;
+    for (int64_t r = lo; r < hi && rc == 0; r += chunk) {
+        int64_t n = hi - r < chunk ? hi - r : chunk;
+        hid_t fs, ms;
+        row_spaces(d, r, n, &fs, &ms); /* independent reads: the ranks read different numbers of chunks */
+        rc = H5Dread(d, mtype, nd ? ms : H5S_ALL, nd ? fs : H5S_ALL, H5P_DEFAULT, buf) < 0 ? -1 : 0;
+        H5Sclose(fs); H5Sclose(ms);
+        *sum += hash_rows(buf, r, n, row_bytes);
+    }
+    free(buf);
+    H5Tclose(mtype);
+    return rc;
+}
+
+/* Collective: NULL if dataset name matches its checksum or has none (*checked then stays). */
+static char *verify_dataset(hid_t f, const char *name, int *checked) {
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) return comm_agree_error(xsprintf("%s: cannot open dataset %s (corrupt file?)", path_of(f), name));
+    hid_t ftype = H5Dget_type(d), space = H5Dget_space(d);
+    int64_t want = 0;
+    int vlen = H5Tis_variable_str(ftype) > 0 || H5Tget_class(ftype) == H5T_VLEN; /* checked when read */
+    char *err = NULL;
+    if (!vlen && h5io_attr_read_i64(f, name, CHECKSUM, &want)) {
+        hsize_t dims[8] = {0};
+        int nd = H5Sget_simple_extent_ndims(space);
+        uint64_t sum = 0;
+        if (nd < 0 || nd > 8 || H5Sget_simple_extent_dims(space, dims, NULL) < 0 || hash_my_rows(d, ftype, dims, nd, &sum) < 0)
+            err = xsprintf("%s: reading dataset %s failed (truncated or corrupt file)", path_of(f), name);
+        if (!(err = comm_agree_error(err))) {
+            comm_sum_u64(&sum, 1);
+            if (sum != (uint64_t)want) err = xsprintf("%s: dataset %s does not match its checksum (corrupt file)", path_of(f), name);
+            *checked = 1;
+        }
+    }
+    H5Tclose(ftype); H5Sclose(space); H5Dclose(d);
+    return err;
+}
+
+char *h5io_verify(hid_t file, const char *only) {
+    Names l = {0};
+    if (only && h5io_has(file, only)) collect_dataset(file, only + (only[0] == '/'), &(H5L_info_t){.type = H5L_TYPE_HARD}, &l);
+    if (!only) H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &l); /* the same order on every rank */
+    char *err = NULL;
+    int checked = 0;
+    for (int i = 0; i < l.n; i++) {
+        if (!err) err = verify_dataset(file, l.names[i], &checked);
+        free(l.names[i]);
+    }
+    free(l.names);
+    char *format = !err && !only && !checked && l.n > 0 ? h5io_attr_read_str(file, "/", "format") : NULL;
+    if (format) log_warn("%s (%s) has no data checksums (written by an older version): corrupt data would go unnoticed", path_of(file), format);
+    free(format);
+    return err;
 }
 
 static hid_t open_object(hid_t file, const char *obj) {
@@ -232,6 +342,16 @@ char *h5io_attr_read_str(hid_t file, const char *obj, const char *attr) {
     return s;
 }
 
+/* hash_row over each string with its terminating 0 (NULL reads back as "") */
+static uint64_t strings_checksum(char *const *strings, int64_t n) {
+    uint64_t sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const char *s = strings[i] ? strings[i] : "";
+        sum += hash_row(i, s, strlen(s) + 1);
+    }
+    return sum;
+}
+
 void h5io_write_strings_serial(const char *path, const char *name, char *const *strings, int64_t n) {
     quiet_hdf5();
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -247,6 +367,9 @@ void h5io_write_strings_serial(const char *path, const char *name, char *const *
     herr_t err = dset < 0 ? -1 : H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, strings);
     if (dset >= 0) H5Dclose(dset);
     H5Pclose(lcpl); H5Sclose(space); H5Tclose(type);
+    remember(f, path);
+    if (err >= 0) h5io_attr_write_i64(f, name, CHECKSUM, (int64_t)strings_checksum(strings, n));
+    file_label[(uint64_t)f % 64][0] = 0;
     if (H5Fclose(f) < 0 || err < 0) comm_fatal("%s: writing %s failed", path, name);
 }
 
@@ -268,7 +391,13 @@ char **h5io_read_strings_serial(const char *path, const char *name, int64_t *n) 
     for (hsize_t i = 0; i < dim; i++) out[i] = xstrdup(raw[i] ? raw[i] : "");
     H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw);
     free(raw);
-    H5Tclose(type); H5Sclose(space); H5Dclose(dset); H5Fclose(f);
+    H5Tclose(type); H5Sclose(space); H5Dclose(dset);
+    int64_t want = 0;
+    remember(f, path);
+    int bad = h5io_attr_read_i64(f, name, CHECKSUM, &want) && (uint64_t)want != strings_checksum(out, (int64_t)dim);
+    file_label[(uint64_t)f % 64][0] = 0;
+    H5Fclose(f);
+    if (bad) comm_fatal("%s: dataset %s does not match its checksum (corrupt file)", path, name);
     *n = (int64_t)dim;
     return out;
 }

@@ -1,5 +1,6 @@
 #include "util.h"
 #include "comm.h"
+#include "rng.h"
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,32 @@ uint64_t fnv1a64(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
+uint64_t hash_row(int64_t g, const void *row, size_t bytes) {
+    const unsigned char *x = row;
+    const uint64_t k = 0x9e3779b97f4a7c15ULL;
+    uint64_t h[4] = {rng_mix((uint64_t)g), k, 2 * k, 3 * k}, w;
+    size_t i = 0;
+    for (; i + 32 <= bytes; i += 32)
+        for (int j = 0; j < 4; j++) {
+            memcpy(&w, x + i + 8 * j, sizeof w);
+            h[j] = (h[j] ^ w) * k;
+            h[j] ^= h[j] >> 32;
+        }
+    for (; i < bytes; i += 4) { /* 4-byte words (float rows, as checkpoints always had), then bytes */
+        uint32_t u = 0;
+        memcpy(&u, x + i, bytes - i < 4 ? bytes - i : 4);
+        h[0] = (h[0] ^ u) * k;
+        h[0] ^= h[0] >> 32;
+    }
+    return rng_mix(h[0] ^ rng_mix(h[1] ^ rng_mix(h[2] ^ rng_mix(h[3] ^ (uint64_t)(bytes / 4)))));
+}
+
+uint64_t hash_rows(const void *data, int64_t g0, int64_t count, size_t row_bytes) {
+    uint64_t sum = 0;
+    for (int64_t r = 0; r < count; r++) sum += hash_row(g0 + r, (const char *)data + (size_t)r * row_bytes, row_bytes);
+    return sum;
+}
+
 int make_dirs(const char *path) {
     char *p = xstrdup(path);
     int rc = 0;
@@ -99,6 +126,9 @@ int write_file_atomic(const char *path, const char *text) {
     char *tmp = xsprintf("%s.partial", path);
     FILE *f = fopen(tmp, "w");
     int ok = f && fputs(text, f) >= 0;
+    /* flushed and synced before the rename: a full disk shows here, and a crash never leaves an
+     * empty file under the final name (signal handlers use SA_RESTART, so no EINTR) */
+    if (f) ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
     if (f) ok = (fclose(f) == 0) && ok;
     ok = ok && rename(tmp, path) == 0;
     if (!ok) unlink(tmp);
