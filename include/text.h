@@ -68,6 +68,11 @@ typedef struct {
 /* Collective; same contract for texts as text_embed. */
 void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const TextEncoderOptions *o, TextTfidf *m);
 void text_tfidf_free(TextTfidf *m);
+/* Collective. Steps 4-5 above on any row-sharded sparse matrix of this layout (e.g. collab's
+ * PPMI matrix, whose "terms" are items): out n_rows x o->dim, rows of unit norm; only
+ * o->dim, oversample, power_iters and seed are used. rep (may be NULL): sigmas, explained
+ * variance and n_empty. */
+void text_lsa(const TextTfidf *m, const TextEncoderOptions *o, float *out, TextEncoderReport *rep);
 
 /* Collective. Rows [lo, hi) of a (V x D) embedding matrix in
  *   - .npy: '<f4' or '<f8', C order, 2-D (format versions 1-3);
@@ -90,5 +95,9 @@ typedef struct {
     int64_t data_offset; /* bytes before row 0 */
 } NpyHeader;
 char *text_npy_parse_header(const unsigned char *buf, size_t n, int64_t file_size, NpyHeader *h);
+/* Rows [lo, hi) of the .npy file at path, whose V must be n_items, into *out (malloc'd
+ * (hi - lo) x *dim float32, values as stored). Returns NULL, or a one-line error naming the
+ * file (then *out is NULL). Not collective; no finiteness check. */
+char *text_npy_read_rows(const char *path, int64_t n_items, int64_t lo, int64_t hi, int *dim, float **out);
 
 #endif

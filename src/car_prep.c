@@ -1,6 +1,9 @@
 /* car_prep --sequences FILE --items FILE --out dataset.h5 [--dim D] [--embeddings FILE] [--seed S]
+ *          [--collab-dim D --collab-weight W ...]
  * Validates the raw inputs and writes the dataset file with item text embeddings, computed by
- * the built-in TF-IDF + randomized SVD encoder with items sharded over ranks, or imported. */
+ * the built-in TF-IDF + randomized SVD encoder with items sharded over ranks, or imported;
+ * optionally concatenated with a collaborative embedding of the training interactions (collab.h). */
+#include "collab.h"
 #include "comm.h"
 #include "dataset.h"
 #include "input.h"
@@ -24,7 +27,20 @@ static void usage(FILE *out) {
             "  --oversample N     randomized SVD oversampling (default 16)\n"
             "  --power-iters N    randomized SVD power iterations (default 3)\n"
             "  --min-df N         drop n-grams seen in fewer than N items (default 2)\n"
-            "  --hash-bits N      n-gram hash space 2^N, 8..26 (default 20)\n");
+            "  --hash-bits N      n-gram hash space 2^N, 8..26 (default 20)\n"
+            "  --collab-dim D     add a D-dim collaborative embedding: shifted PPMI of item co-occurrence in the\n"
+            "                     users' training items (never the last two: no validation/test leakage) + SVD\n"
+            "  --collab-weight W  its weight in [0, 1]: rows [sqrt(1-W) text, sqrt(W) collab] (default 0.5;\n"
+            "                     1 = collaborative only)\n"
+            "  --collab-window K  co-occurrence window in positions (default 3)\n"
+            "  --collab-shift S   PMI shift, >= 1 (default 1: plain PPMI)\n");
+}
+
+static double parse_double(const char *flag, const char *v, double lo, double hi) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) comm_fail("%s %s: expected a number in [%g, %g]", flag, v, lo, hi);
+    return x;
 }
 
 static long parse_long(const char *flag, const char *v, long lo, long hi) {
@@ -50,16 +66,49 @@ static LengthStats length_stats(const Sequences *s) {
     return st;
 }
 
+/* Replaces this rank's embedding rows (hi - lo) x *dim by [sqrt(1-w) text, sqrt(w) collab]
+ * (collab alone when w = 1) and appends to the encoder description. */
+static void add_collab(const Sequences *seq, int64_t n_items, int64_t lo, int64_t hi, const CollabOptions *col,
+                       double w, float **emb, int *dim, char *encoder, size_t cap) {
+    float *ce = xmalloc(sizeof(float) * (size_t)((hi - lo) * col->dim + 1));
+    TextEncoderReport rep;
+    collab_embed(seq, n_items, lo, hi, col, ce, &rep);
+    size_t used = strlen(encoder);
+    if (w >= 1) {
+        free(*emb);
+        *emb = ce;
+        *dim = col->dim;
+        used = 0;
+    } else {
+        float *both = xmalloc(sizeof(float) * (size_t)((hi - lo) * (*dim + col->dim) + 1));
+        collab_concat(*emb, *dim, ce, col->dim, hi - lo, w, both);
+        free(*emb);
+        free(ce);
+        *emb = both;
+        *dim += col->dim;
+    }
+    snprintf(encoder + used, cap - used,
+             "%scollab weight %g: shifted PPMI (window %d, shift %g) of training co-occurrence, SVD dim %d, %lld "
+             "non-zeros, explained variance %.4f",
+             used ? "; " : "", w, col->window, col->shift, col->dim, (long long)rep.nnz, rep.explained_variance);
+}
+
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "car_prep");
     const char *seq_path = NULL, *items_path = NULL, *out_path = NULL, *import_path = NULL;
     TextEncoderOptions enc;
     text_encoder_defaults(&enc);
+    CollabOptions col;
+    collab_defaults(&col);
+    double collab_weight = 0.5;
     static struct option opts[] = {{"sequences", required_argument, 0, 's'}, {"items", required_argument, 0, 'i'},
                                    {"out", required_argument, 0, 'o'},       {"dim", required_argument, 0, 'd'},
                                    {"embeddings", required_argument, 0, 'e'}, {"seed", required_argument, 0, 'S'},
                                    {"oversample", required_argument, 0, 'O'}, {"power-iters", required_argument, 0, 'q'},
                                    {"min-df", required_argument, 0, 'm'},    {"hash-bits", required_argument, 0, 'b'},
+                                   {"collab-dim", required_argument, 0, 'C'}, {"collab-weight", required_argument, 0, 'W'},
+                                   {"collab-window", required_argument, 0, 'K'},
+                                   {"collab-shift", required_argument, 0, 'F'},
                                    {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     opterr = 0;
     int c;
@@ -75,6 +124,10 @@ int main(int argc, char **argv) {
         case 'q': enc.power_iters = (int)parse_long("--power-iters", optarg, 0, 50); break;
         case 'm': enc.min_df = (int)parse_long("--min-df", optarg, 1, 1000000); break;
         case 'b': enc.hash_bits = (int)parse_long("--hash-bits", optarg, 8, 26); break;
+        case 'C': col.dim = (int)parse_long("--collab-dim", optarg, 1, 4096); break;
+        case 'W': collab_weight = parse_double("--collab-weight", optarg, 0, 1); break;
+        case 'K': col.window = (int)parse_long("--collab-window", optarg, 1, 1000); break;
+        case 'F': col.shift = parse_double("--collab-shift", optarg, 1, 1e6); break;
         case 'h':
             if (comm_rank() == 0) usage(stdout);
             comm_finalize();
@@ -109,7 +162,7 @@ int main(int argc, char **argv) {
     comm_split_range(items.n_items, comm_size(), comm_rank(), &lo, &hi);
     float *emb = NULL;
     int dim;
-    char encoder[256];
+    char encoder[512];
     if (import_path) {
         dim = text_import_embeddings(import_path, items.n_items, lo, hi, &emb);
         text_l2_normalize(emb, hi - lo, dim); /* unit rows, like the built-in encoder's */
@@ -130,6 +183,8 @@ int main(int argc, char **argv) {
                  (long long)items.n_items, dim, (long long)rep.n_terms, enc.min_df, (long long)rep.n_buckets,
                  (long long)rep.nnz, rep.explained_variance, (long long)rep.n_empty, rep.seconds);
     }
+
+    if (col.dim > 0) add_collab(&seq, items.n_items, lo, hi, &col, collab_weight, &emb, &dim, encoder, sizeof encoder);
 
     const char *keys[] = {"created_by", "sequences", "items", "encoder"};
     const char *values[] = {"car_prep", seq_path, items_path, encoder};

@@ -323,7 +323,7 @@ static void orthonormalize(double *y, int64_t n, int s, double *tmp, int passes)
 }
 
 /* Fills out (n_rows x dim) with U_D Sigma_D of A, rows normalised; updates rep. */
-static void lsa(const TextTfidf *m, const TextEncoderOptions *o, float *out, TextEncoderReport *rep) {
+void text_lsa(const TextTfidf *m, const TextEncoderOptions *o, float *out, TextEncoderReport *rep) {
     double t0 = comm_wtime();
     const int64_t n = m->n_rows, T = m->n_terms;
     const int dim = o->dim;
@@ -441,7 +441,7 @@ void text_embed(char *const *texts, int64_t n_local, int64_t n_global, const Tex
     TextTfidf m;
     text_tfidf(texts, n_local, n_global, o, &m);
     if (m.n_terms == 0) log_warn("text encoder: no n-gram occurs in %d or more items: every item gets a random vector", o->min_df);
-    lsa(&m, o, out, rep);
+    text_lsa(&m, o, out, rep);
     rep->n_buckets = m.n_buckets;
     rep->n_terms = m.n_terms;
     rep->nnz = m.nnz_global;
@@ -558,8 +558,8 @@ done:
     return err;
 }
 
-/* Reads rows [lo, hi) of a .npy file into *out (float32). Errors are returned, not raised. */
-static char *npy_read_rows(const char *path, int64_t n_items, int64_t lo, int64_t hi, int *dim, float **out) {
+char *text_npy_read_rows(const char *path, int64_t n_items, int64_t lo, int64_t hi, int *dim, float **out) {
+    *out = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp) return xsprintf("%s: cannot open", path);
     char *err = NULL;
@@ -591,6 +591,7 @@ static char *npy_read_rows(const char *path, int64_t n_items, int64_t lo, int64_
     }
 done:
     fclose(fp);
+    if (err) { free(*out); *out = NULL; }
     return err;
 }
 
@@ -678,7 +679,7 @@ int text_import_embeddings(const char *path, int64_t n_items, int64_t lo, int64_
     int dim = 0;
     *out = NULL;
     if (is_npy) {
-        err = npy_read_rows(file, n_items, lo, hi, &dim, out);
+        err = text_npy_read_rows(file, n_items, lo, hi, &dim, out);
         comm_fail_if_any(err);
     } else dim = h5_read_rows(file, dataset, n_items, lo, hi, out);
     for (int64_t i = 0; i < (hi - lo) * dim && !err; i++)

@@ -31,7 +31,31 @@ assert int(f.attrs["n_interactions"]) == 16
 P
 then pass "dataset file content (h5py)"; else fail "dataset file content (h5py)"; fi
 
+# text + collaborative embedding: [sqrt(1-w) text, sqrt(w) collab], unit rows; w = 1: collab only
+expect_ok "car_prep --collab-dim 3 --collab-weight 0.25" -- $MPI "$BIN/car_prep" --sequences "$TMP/seq.txt" \
+    --items "$TMP/items.jsonl" --out "$TMP/col.h5" --dim 4 --collab-dim 3 --collab-weight 0.25 --collab-window 2
+expect_ok "car_prep --collab-weight 1" -- $MPI "$BIN/car_prep" --sequences "$TMP/seq.txt" \
+    --items "$TMP/items.jsonl" --out "$TMP/col1.h5" --dim 4 --collab-dim 3 --collab-weight 1
+out=$(/usr/bin/python3 - "$TMP" <<'P' 2>&1
+import sys, h5py, numpy as np
+t = sys.argv[1]
+def check(name, cond, detail=""): print(("ok   " if cond else "FAIL ") + name + (": " + detail if detail else ""))
+text = h5py.File(t + "/ok.h5", "r")["/items/embedding"][:]
+f = h5py.File(t + "/col.h5", "r"); both = f["/items/embedding"][:]
+only = h5py.File(t + "/col1.h5", "r")["/items/embedding"][:]
+check("collab: width text + collab", both.shape == (6, 7) and only.shape == (6, 3), f"{both.shape} {only.shape}")
+check("collab: text part is sqrt(0.75) of the text embedding", np.allclose(both[:, :4], np.sqrt(0.75) * text, atol=1e-6))
+check("collab: collab part is sqrt(0.25) of the collab-only embedding", np.allclose(both[:, 4:], 0.5 * only, atol=1e-6))
+check("collab: unit rows", np.allclose(np.linalg.norm(both, axis=1), 1, atol=1e-5))
+enc = f.attrs["encoder"]; enc = enc.decode() if isinstance(enc, bytes) else enc
+check("collab: recorded in the encoder attribute", "collab weight 0.25" in enc and "window 2" in enc, enc)
+P
+)
+count_checks "$out"
+
 run_prep() { $MPI "$BIN/car_prep" --sequences "$1" --items "$2" --out "$TMP/bad.h5" "${@:3}"; }
+expect_error "bad --collab-weight" "car_prep: error: --collab-weight 1.5: expected a number in \[0, 1\]" "$TMP/bad.h5" -- \
+    run_prep "$TMP/seq.txt" "$TMP/items.jsonl" --collab-dim 3 --collab-weight 1.5
 expect_error "missing sequences file" "car_prep: error: .*nope.txt: cannot open sequences file" "$TMP/bad.h5" -- run_prep "$TMP/nope.txt" "$TMP/items.jsonl"
 expect_error "missing items file" "car_prep: error: .*nope.jsonl: cannot open items file" "$TMP/bad.h5" -- run_prep "$TMP/seq.txt" "$TMP/nope.jsonl"
 printf '1 1 2 3\n2 3 x 5\n' >"$TMP/nonnum.txt"
