@@ -23,7 +23,7 @@ typedef struct {
         int warmup_steps, schedule; int64_t seed; int patience, eval_every, log_every;
         int grad_bucket_kib; /* gradient all-reduce buckets (0: one after the backward) */
     } train;
-    struct { double think_weight; int think_levels, filter_history, batch_size; } eval;
+    struct { double think_weight; int think_levels, filter_history, batch_size, beam; } eval;
     struct { char *dir, *stages; int resume, checkpoint_every, keep_checkpoints; } run;
     char *source; /* the file it was read from */
 } CarConfig;

@@ -61,6 +61,7 @@ static const Key schema[] = {
     {"eval", "think_levels", T_INT, F(eval.think_levels), 0, SID_MAX_LEVELS, NULL, "0"},
     {"eval", "filter_history", T_BOOL, F(eval.filter_history), 0, 1, NULL, "false"},
     {"eval", "batch_size", T_INT, F(eval.batch_size), 1, 1 << 20, NULL, "256"},
+    {"eval", "beam", T_INT, F(eval.beam), 1, 100000, NULL, "20"}, /* ar: beam width of the ranking lists */
 
     {"run", "dir", T_STRING, F(run.dir), 0, 0, NULL, "runs/demo"},
     {"run", "stages", T_STRING, F(run.stages), 0, 0, NULL, "sid,train,eval"},

@@ -1,0 +1,202 @@
+/* decode: prefill once, then one token per beam per step against cached keys/values. */
+#include "decode.h"
+#include "comm.h"
+#include "layers.h"
+#include "util.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void decoder_init(Decoder *dc, Model *m, int use_cache) {
+    memset(dc, 0, sizeof *dc);
+    dc->m = m;
+    dc->use_cache = use_cache;
+}
+
+void decoder_free(Decoder *dc) {
+    free(dc->hist_off); free(dc->kv_hist); free(dc->user); free(dc->prefix); free(dc->kv_beam);
+    free(dc->user2); free(dc->prefix2); free(dc->kv_beam2); free(dc->work); free(dc->off);
+    memset(dc, 0, sizeof *dc);
+}
+
+static const float *param(const Model *m, int i) { return arena_param(&m->params, i); }
+
+void decoder_prefill(Decoder *dc, const ModelBatch *b, float *h_last) {
+    Model *m = dc->m;
+    int d = m->spec.d_model, nl = m->spec.n_layers, C = m->C;
+    for (int i = 0; i < b->B; i++)
+        if (b->len[i] >= m->spec.max_chunks)
+            comm_fatal("decode: a history of %d items leaves no room for the next item (max_chunks %d)", b->len[i],
+                       m->spec.max_chunks);
+    model_encode(m, b, h_last);
+    dc->B = b->B;
+    dc->hist_off = xrealloc(dc->hist_off, sizeof(int) * (size_t)(b->B + 1));
+    dc->hist_off[0] = 0;
+    for (int i = 0; i < b->B; i++) dc->hist_off[i + 1] = dc->hist_off[i] + b->len[i] * C;
+    size_t Nh = (size_t)dc->hist_off[b->B];
+    if (!dc->use_cache) { /* the inputs of the history rows, to rerun them every step */
+        xgrow(&dc->kv_hist, &dc->hist_cap, Nh * d + 1, sizeof(float));
+        memcpy(dc->kv_hist, m->x0, Nh * d * sizeof(float));
+    } else {
+        float *kv = xgrow(&dc->kv_hist, &dc->hist_cap, (size_t)nl * Nh * 2 * d + 1, sizeof(float));
+        for (int l = 0; l < nl; l++)
+            for (size_t r = 0; r < Nh; r++)
+                memcpy(kv + ((size_t)l * Nh + r) * 2 * d, m->la[l].qkv + r * 3 * d + d, 2 * (size_t)d * sizeof(float));
+    }
+    dc->R = b->B;
+    dc->steps = 0;
+}
+
+/* out (d) = the input of a token of level k whose chunk so far holds codes[0..k], at position pos:
+ * Act-Think fusion of the SID embeddings (as fusion_forward sums them), plus position and level */
+static void token_input(const Model *m, const int32_t *codes, int k, int pos, float *out) {
+    int d = m->spec.d_model, mode = m->spec.fusion;
+    const float *e0 = param(m, m->sid_emb[mode == FUSION_NONE ? k : 0]) + (size_t)codes[mode == FUSION_NONE ? k : 0] * d;
+    memcpy(out, e0, (size_t)d * sizeof(float));
+    for (int j = 1; mode != FUSION_NONE && j <= k; j++) {
+        const float *e = param(m, m->sid_emb[j]) + (size_t)codes[j] * d;
+        for (int c = 0; c < d; c++) out[c] = out[c] + e[c];
+    }
+    if (mode == FUSION_MEAN) {
+        float inv = 1.0f / (float)(k + 1);
+        for (int c = 0; c < d; c++) out[c] *= inv;
+    }
+    const float *pe = param(m, m->pos_emb) + (size_t)pos * d;
+    for (int c = 0; c < d; c++) out[c] += pe[c];
+    if (m->level_emb >= 0) {
+        const float *le = param(m, m->level_emb) + (size_t)k * d;
+        for (int c = 0; c < d; c++) out[c] += le[c];
+    }
+}
+
+/* y (d) = attention of the new token of beam r (its q in qkv) over the user's cached history
+ * and the beam's tokens 0..k (their K | V in kv, the beam's block of layer l) */
+static void attend_cached(const Decoder *dc, int l, int r, const float *qkv, float *y, float *p) {
+    const Model *m = dc->m;
+    int d = m->spec.d_model, NH = m->spec.n_heads, hs = d / NH, k = dc->steps, L = m->spec.levels;
+    int u = dc->user[r], h0 = dc->hist_off[u], Th = dc->hist_off[u + 1] - h0, T = Th + k + 1;
+    size_t Nh = (size_t)dc->hist_off[dc->B];
+    const float *hist = dc->kv_hist + ((size_t)l * Nh + h0) * 2 * d;
+    const float *own = dc->kv_beam + (((size_t)r * m->spec.n_layers + l) * L) * 2 * d;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++) {
+        const float *q = qkv + h * hs;
+        float mx = -INFINITY, sum = 0;
+        for (int t = 0; t < T; t++) {
+            const float *kt = (t < Th ? hist + (size_t)t * 2 * d : own + (size_t)(t - Th) * 2 * d) + h * hs;
+            float s = 0;
+            for (int c = 0; c < hs; c++) s += q[c] * kt[c];
+            p[t] = s * scale;
+            mx = p[t] > mx ? p[t] : mx;
+        }
+        for (int t = 0; t < T; t++) {
+            p[t] = expf(p[t] - mx);
+            sum += p[t];
+        }
+        float inv = 1.0f / sum, *o = y + h * hs;
+        memset(o, 0, (size_t)hs * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            const float *vt = (t < Th ? hist + (size_t)t * 2 * d : own + (size_t)(t - Th) * 2 * d) + d + h * hs;
+            float w = p[t] * inv;
+            for (int c = 0; c < hs; c++) o[c] += w * vt[c];
+        }
+    }
+}
+
+/* x (N,d) through every block and the final LayerNorm (dropout off). off: packed causal
+ * sequences (no cache); NULL: the N = R rows are the beams' new tokens, attending to the cache
+ * (their K | V stored into the beams' blocks first). Returns the final hidden states (N,d). */
+static float *blocks_forward(Decoder *dc, float *x, int N, const int *off, int nseq) {
+    Model *m = dc->m;
+    int d = m->spec.d_model, nl = m->spec.n_layers, L = m->spec.levels, k = dc->steps;
+    size_t A = off ? attention_size(off, nseq, m->spec.n_heads) : (size_t)(dc->hist_off[dc->B] + L + 1);
+    size_t Nd = (size_t)N * d;
+    float *w = xgrow(&dc->work, &dc->work_cap, 14 * Nd + 2 * (size_t)N + A, sizeof(float));
+    float *ln = w, *qkv = ln + Nd, *y = qkv + 3 * Nd, *proj = y + Nd, *fch = proj + Nd, *gl = fch + 4 * Nd,
+          *mean = gl + 4 * Nd, *rstd = mean + N, *att = rstd + N;
+    for (int l = 0; l < nl; l++) {
+        const LayerParams *p = &m->layer[l];
+        layernorm_forward(ln, mean, rstd, x, param(m, p->ln1_w), param(m, p->ln1_b), N, d);
+        matmul_forward(qkv, ln, param(m, p->qkv_w), param(m, p->qkv_b), N, d, 3 * d);
+        if (off) {
+            attention_forward(y, att, qkv, off, nseq, d, m->spec.n_heads);
+        } else {
+            for (int r = 0; r < N; r++) {
+                float *kv = dc->kv_beam + ((((size_t)r * nl + l) * L) + k) * 2 * d;
+                memcpy(kv, qkv + (size_t)r * 3 * d + d, 2 * (size_t)d * sizeof(float));
+                attend_cached(dc, l, r, qkv + (size_t)r * 3 * d, y + (size_t)r * d, att);
+            }
+        }
+        matmul_forward(proj, y, param(m, p->proj_w), param(m, p->proj_b), N, d, d);
+        residual_forward(x, x, proj, Nd);
+        layernorm_forward(ln, mean, rstd, x, param(m, p->ln2_w), param(m, p->ln2_b), N, d);
+        matmul_forward(fch, ln, param(m, p->fc_w), param(m, p->fc_b), N, d, 4 * d);
+        gelu_forward(gl, fch, 4 * Nd);
+        matmul_forward(proj, gl, param(m, p->fcproj_w), param(m, p->fcproj_b), N, 4 * d, d);
+        residual_forward(x, x, proj, Nd);
+    }
+    layernorm_forward(ln, mean, rstd, x, param(m, m->lnf_w), param(m, m->lnf_b), N, d);
+    return ln;
+}
+
+/* The beams of the step: users, prefixes (parent's + code) and, cached, the parent's K | V. */
+static void branch_beams(Decoder *dc, int R, const int *parent, const int32_t *code) {
+    const Model *m = dc->m;
+    int L = m->spec.levels, k = dc->steps;
+    size_t kvb = (size_t)m->spec.n_layers * L * 2 * m->spec.d_model;
+    xgrow(&dc->user2, &dc->user2_cap, (size_t)R + 1, sizeof(int));
+    xgrow(&dc->prefix2, &dc->prefix2_cap, (size_t)R * L + 1, sizeof(int32_t));
+    if (dc->use_cache) xgrow(&dc->kv_beam2, &dc->kvb2_cap, (size_t)R * kvb + 1, sizeof(float));
+    for (int r = 0; r < R; r++) {
+        int q = parent[r];
+        if (q < 0 || q >= dc->R) comm_fatal("decode: beam %d continues beam %d of %d", r, q, dc->R);
+        dc->user2[r] = k ? dc->user[q] : q;
+        if (k) memcpy(dc->prefix2 + (size_t)r * L, dc->prefix + (size_t)q * L, (size_t)k * sizeof(int32_t));
+        dc->prefix2[(size_t)r * L + k] = code[r];
+        if (dc->use_cache && k) memcpy(dc->kv_beam2 + r * kvb, dc->kv_beam + q * kvb, kvb * sizeof(float));
+    }
+#define SWAP(a, b) do { void *t_ = (void *)a; a = b; b = t_; } while (0)
+    SWAP(dc->user, dc->user2);
+    SWAP(dc->prefix, dc->prefix2);
+    SWAP(dc->kv_beam, dc->kv_beam2);
+#undef SWAP
+    size_t c;
+    c = dc->user_cap; dc->user_cap = dc->user2_cap; dc->user2_cap = c;
+    c = dc->prefix_cap; dc->prefix_cap = dc->prefix2_cap; dc->prefix2_cap = c;
+    c = dc->kvb_cap; dc->kvb_cap = dc->kvb2_cap; dc->kvb2_cap = c;
+    dc->R = R;
+}
+
+void decoder_step(Decoder *dc, int R, const int *parent, const int32_t *code, float *h) {
+    Model *m = dc->m;
+    int d = m->spec.d_model, L = m->spec.levels, k = dc->steps;
+    if (k >= L) comm_fatal("decode: %d steps already, the item has %d SID levels", k, L);
+    branch_beams(dc, R, parent, code);
+    if (R == 0) {
+        dc->steps++;
+        return;
+    }
+    if (dc->use_cache) {
+        float *x = xmalloc(sizeof(float) * (size_t)R * d);
+        for (int r = 0; r < R; r++) {
+            int u = dc->user[r];
+            token_input(m, dc->prefix + (size_t)r * L, k, dc->hist_off[u + 1] - dc->hist_off[u] + k, x + (size_t)r * d);
+        }
+        memcpy(h, blocks_forward(dc, x, R, NULL, 0), sizeof(float) * (size_t)R * d);
+        free(x);
+    } else { /* rerun history + the beam's k + 1 tokens */
+        int *off = xgrow(&dc->off, &dc->off_cap, (size_t)R + 1, sizeof(int));
+        off[0] = 0;
+        for (int r = 0; r < R; r++) off[r + 1] = off[r] + dc->hist_off[dc->user[r] + 1] - dc->hist_off[dc->user[r]] + k + 1;
+        float *x = xmalloc(sizeof(float) * (size_t)off[R] * d);
+        for (int r = 0; r < R; r++) {
+            int u = dc->user[r], Th = dc->hist_off[u + 1] - dc->hist_off[u];
+            memcpy(x + (size_t)off[r] * d, dc->kv_hist + (size_t)dc->hist_off[u] * d, sizeof(float) * (size_t)Th * d);
+            for (int j = 0; j <= k; j++) token_input(m, dc->prefix + (size_t)r * L, j, Th + j, x + (size_t)(off[r] + Th + j) * d);
+        }
+        const float *hid = blocks_forward(dc, x, off[R], off, R);
+        for (int r = 0; r < R; r++) memcpy(h + (size_t)r * d, hid + (size_t)(off[r + 1] - 1) * d, sizeof(float) * (size_t)d);
+        free(x);
+    }
+    dc->steps++;
+}
