@@ -71,7 +71,28 @@ AMAZON_DIR ?= $(if $(wildcard ../shared/data/amazon),../shared/data/amazon,)
 data: $(BINS)
 	@BUILD=$(BUILD) AMAZON_DIR=$(AMAZON_DIR) scripts/prepare_amazon.sh
 
+# Fuzzing (fuzz/README.md): libFuzzer harnesses with ASan and UBSan, built by clang (Debian's
+# clang and libclang-rt, from scripts/install-deps.sh); the library is compiled again with clang.
+FUZZ_BUILD ?= $(BUILD)/fuzz
+FUZZ_CC ?= clang
+FUZZ_BINS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_OBJS := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS))
+FUZZ_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(shell mpicc -showme:compile) $(PKG_CFLAGS) \
+	-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -MMD -MP
+.PHONY: fuzz
+fuzz: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	@echo "CLANG $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJS) | $(DEPS_OK)
+	@echo "CLANG $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJS) -o $@ $(shell mpicc -showme:link) $(PKG_LIBS) -lm
+
 clean:
 	rm -rf build
 
 -include $(LIB_OBJS:.o=.d) $(patsubst %,$(BUILD)/obj/%.d,$(PROGS))
+-include $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)

@@ -240,10 +240,11 @@ static char *set_from_setting(CarConfig *cfg, const Key *k, config_setting_t *s)
     case T_INTLIST: {
         IntList out = {0, {0}};
         if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
-            out.n = 1;
-            out.v[0] = (int)config_setting_get_int64(s);
-            char *err = check_number(k, out.v[0]);
+            long long v = config_setting_get_int64(s); /* range-checked before it is narrowed to int */
+            char *err = check_number(k, (double)v);
             if (err) return err;
+            out.n = 1;
+            out.v[0] = (int)v;
         } else if (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) {
             int n = config_setting_length(s);
             if (n < 1 || n > SID_MAX_LEVELS) return xsprintf("key '%s.%s' needs 1 to %d values, has %d", k->section, k->key, SID_MAX_LEVELS, n);
@@ -252,9 +253,10 @@ static char *set_from_setting(CarConfig *cfg, const Key *k, config_setting_t *s)
                 int et = config_setting_type(e);
                 if (et != CONFIG_TYPE_INT && et != CONFIG_TYPE_INT64)
                     return xsprintf("key '%s.%s': element %d is not an integer", k->section, k->key, i + 1);
-                out.v[i] = (int)config_setting_get_int64(e);
-                char *err = check_number(k, out.v[i]);
+                long long v = config_setting_get_int64(e);
+                char *err = check_number(k, (double)v);
                 if (err) return err;
+                out.v[i] = (int)v;
             }
             out.n = n;
         } else break;
@@ -378,7 +380,11 @@ static void write_value(const CarConfig *cfg, const Key *k, FILE *out) {
     char buf[64];
     switch (k->type) {
     case T_INT: fprintf(out, "%d", *(const int *)p); break;
-    case T_INT64: fprintf(out, "%lld", (long long)*(const int64_t *)p); break;
+    case T_INT64: { /* beyond 32 bits libconfig reads an integer back only with the L suffix */
+        long long v = *(const int64_t *)p;
+        fprintf(out, "%lld%s", v, v > INT32_MAX || v < INT32_MIN ? "L" : "");
+        break;
+    }
     case T_FLOAT: {
         double v = *(const double *)p;
         snprintf(buf, sizeof buf, "%.15g", v); /* shortest that reads back exactly */

@@ -29,11 +29,24 @@ static int blank(const char *s) {
     return 1;
 }
 
+/* Control characters (jansson quotes the bad token, newline included) become '?': one line. */
+static char *printable(char *s) {
+    for (char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    return s;
+}
+
+/* A line holding a NUL byte would be read only up to it: not a text file. */
+static char *nul_in_line(const char *path, int64_t lineno, const char *line, ssize_t len) {
+    if ((size_t)len == strlen(line)) return NULL;
+    return xsprintf("%s:%lld: NUL byte in the line (not a text file?)", path, (long long)lineno);
+}
+
 /* One record: its id and text (and leaf category) or an error. */
 static char *parse_item(const char *path, int64_t lineno, const char *line, int64_t *id, char **text, char **leaf) {
     json_error_t jerr;
     json_t *obj = json_loads(line, 0, &jerr);
-    if (!obj) return xsprintf("%s:%lld: invalid JSON: %s", path, (long long)lineno, jerr.text);
+    if (!obj) return xsprintf("%s:%lld: invalid JSON: %s", path, (long long)lineno, printable(jerr.text));
     char *err = NULL;
     json_t *jid = json_object_get(obj, "item_id"), *jtext = json_object_get(obj, "text");
     if (!json_is_object(obj)) err = xsprintf("%s:%lld: expected a JSON object", path, (long long)lineno);
@@ -54,59 +67,78 @@ static char *parse_item(const char *path, int64_t lineno, const char *line, int6
     return err;
 }
 
+/* One record as read. The table is built once every line is in, so memory follows the number
+ * of records, not the largest id: a single line with item_id 10^8 must not cost gigabytes. */
+typedef struct { int64_t id, line; char *text, *leaf; } ItemRecord;
+
+static int cmp_record(const void *a, const void *b) {
+    const ItemRecord *x = a, *y = b;
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return (x->line > y->line) - (x->line < y->line);
+}
+
+/* Appends the records of the file to *recs (*n of them) until the first bad line. */
+static char *read_item_records(const char *path, FILE *f, ItemRecord **recs, int64_t *n) {
+    int64_t cap = 0, lineno = 0;
+    char *line = NULL, *err = NULL;
+    size_t line_cap = 0;
+    ssize_t len;
+    while (!err && (len = getline(&line, &line_cap, f)) >= 0) {
+        lineno++;
+        if ((err = nul_in_line(path, lineno, line, len))) break;
+        if (blank(line)) continue;
+        ItemRecord r = {0, lineno, NULL, NULL};
+        if ((err = parse_item(path, lineno, line, &r.id, &r.text, &r.leaf))) break;
+        if (r.id < 1 || r.id > 100000000) {
+            err = xsprintf("%s:%lld: item_id %lld out of range (ids start at 1)", path, (long long)lineno, (long long)r.id);
+            free(r.text); free(r.leaf);
+            break;
+        }
+        if (*n == cap) *recs = xrealloc(*recs, sizeof(ItemRecord) * (size_t)(cap = cap ? 2 * cap : 1024));
+        (*recs)[(*n)++] = r;
+    }
+    free(line);
+    return err;
+}
+
+/* recs sorted by (id, line): the repeated id seen first in file order, else (when the whole file
+ * was read) the first id missing from 1..max, else NULL. The records all precede a bad line, so a
+ * repeat is reported before it, as if checked while reading. */
+static char *check_item_ids(const char *path, const ItemRecord *recs, int64_t n, int complete) {
+    int64_t rep = -1;
+    for (int64_t i = 1; i < n; i++)
+        if (recs[i].id == recs[i - 1].id && (rep < 0 || recs[i].line < recs[rep].line)) rep = i;
+    if (rep >= 0)
+        return xsprintf("%s:%lld: item_id %lld repeats the record of line %lld", path, (long long)recs[rep].line,
+                        (long long)recs[rep].id, (long long)recs[rep - 1].line);
+    if (!complete) return NULL;
+    for (int64_t i = 0; i < n; i++)
+        if (recs[i].id != i + 1)
+            return xsprintf("%s: item %lld has no record (item ids must run 1..%lld)", path, (long long)(i + 1),
+                            (long long)recs[n - 1].id);
+    return n ? NULL : xsprintf("%s: no items", path);
+}
+
 char *input_read_items(const char *path, ItemTable *out) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
     if (!f) return xsprintf("%s: cannot open items file: %s", path, strerror(errno));
-    int64_t cap = 1024, max_id = 0, lineno = 0;
-    char **texts = xcalloc((size_t)cap, sizeof(char *)), **leaf = xcalloc((size_t)cap, sizeof(char *));
-    int64_t *first_line = xcalloc((size_t)cap, sizeof(int64_t));
-    char *line = NULL, *err = NULL;
-    size_t line_cap = 0;
-    while (!err && getline(&line, &line_cap, f) >= 0) {
-        lineno++;
-        if (blank(line)) continue;
-        int64_t id = 0;
-        char *text = NULL, *lf = NULL;
-        if ((err = parse_item(path, lineno, line, &id, &text, &lf))) break;
-        if (id < 1 || id > 100000000) {
-            err = xsprintf("%s:%lld: item_id %lld out of range (ids start at 1)", path, (long long)lineno, (long long)id);
-            free(text); free(lf);
-            break;
-        }
-        while (id > cap) {
-            int64_t ncap = cap * 2;
-            texts = xrealloc(texts, sizeof(char *) * (size_t)ncap);
-            leaf = xrealloc(leaf, sizeof(char *) * (size_t)ncap);
-            first_line = xrealloc(first_line, sizeof(int64_t) * (size_t)ncap);
-            memset(texts + cap, 0, sizeof(char *) * (size_t)(ncap - cap));
-            memset(leaf + cap, 0, sizeof(char *) * (size_t)(ncap - cap));
-            memset(first_line + cap, 0, sizeof(int64_t) * (size_t)(ncap - cap));
-            cap = ncap;
-        }
-        if (texts[id - 1]) {
-            err = xsprintf("%s:%lld: item_id %lld repeats the record of line %lld", path, (long long)lineno, (long long)id,
-                           (long long)first_line[id - 1]);
-            free(text); free(lf);
-            break;
-        }
-        texts[id - 1] = text;
-        leaf[id - 1] = lf;
-        first_line[id - 1] = lineno;
-        if (id > max_id) max_id = id;
-    }
-    free(line);
+    ItemRecord *recs = NULL;
+    int64_t n = 0;
+    char *err = read_item_records(path, f, &recs, &n);
     fclose(f);
-    for (int64_t i = 0; !err && i < max_id; i++)
-        if (!texts[i]) err = xsprintf("%s: item %lld has no record (item ids must run 1..%lld)", path, (long long)(i + 1), (long long)max_id);
-    if (!err && max_id == 0) err = xsprintf("%s: no items", path);
-    out->n_items = cap; /* so item_table_free releases every slot */
-    out->texts = texts;
-    out->leaf = leaf;
-    free(first_line);
-    if (err) { item_table_free(out); return err; }
-    out->n_items = max_id;
-    return NULL;
+    if (n) qsort(recs, (size_t)n, sizeof *recs, cmp_record);
+    char *id_err = check_item_ids(path, recs, n, err == NULL);
+    if (id_err) { free(err); err = id_err; }
+    if (!err) {
+        out->n_items = n;
+        out->texts = xmalloc(sizeof(char *) * (size_t)n);
+        out->leaf = xmalloc(sizeof(char *) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) { out->texts[i] = recs[i].text; out->leaf[i] = recs[i].leaf; }
+    } else
+        for (int64_t i = 0; i < n; i++) { free(recs[i].text); free(recs[i].leaf); }
+    free(recs);
+    return err;
 }
 
 /* Parses one decimal integer token at *p; returns 0 and an error if it is not one. */
@@ -139,8 +171,10 @@ char *input_read_sequences(const char *path, int64_t n_items, const char *items_
     out->offsets[0] = 0;
     char *line = NULL, *err = NULL;
     size_t line_cap = 0;
-    while (!err && getline(&line, &line_cap, f) >= 0) {
+    ssize_t len;
+    while (!err && (len = getline(&line, &line_cap, f)) >= 0) {
         lineno++;
+        if ((err = nul_in_line(path, lineno, line, len))) break;
         if (blank(line)) continue;
         char *p = line;
         long long v;

@@ -53,8 +53,9 @@ static void test_overrides(void) {
 
 static void test_roundtrip(void) {
     CarConfig a, b;
-    char *ov[] = {"train.alpha=0.25", "model.fusion=none", "sid.codebook=[7,9]", "sid.levels=2", "run.dir=a\"b"};
-    char *err = parse("", 5, ov, &a);
+    char *ov[] = {"train.alpha=0.25", "model.fusion=none", "sid.codebook=[7,9]", "sid.levels=2", "run.dir=a\"b",
+                  "train.seed=123456789012"}; /* beyond 32 bits: printed with libconfig's L suffix (found by fuzzing) */
+    char *err = parse("", 6, ov, &a);
     CHECK(err == NULL);
     char *text = config_to_string(&a);
     err = parse(text, 0, NULL, &b);
@@ -62,6 +63,7 @@ static void test_roundtrip(void) {
     char *text2 = config_to_string(&b);
     CHECK_MSG(strcmp(text, text2) == 0, "effective config does not round-trip:\n%s\n---\n%s", text, text2);
     CHECK(b.train.alpha == 0.25 && b.model.fusion == FUSION_NONE && strcmp(b.run.dir, "a\"b") == 0);
+    CHECK(b.train.seed == 123456789012LL);
     free(text);
     free(text2);
     config_free(&a);
@@ -77,6 +79,9 @@ static void test_errors(void) {
     expect_error("train = { lr = -1.0; };\n", 0, NULL, "'train.lr' = -1 is out of range", NULL);
     expect_error("sid = { levels = = 3; };\n", 0, NULL, ":1: syntax error", NULL);
     expect_error("sid = { levels = 3; codebook = [4, 4]; };\n", 0, NULL, "has 2 sizes but sid.levels = 3", NULL);
+    /* 2^32 + 256 must not wrap to a valid 256 */
+    expect_error("sid = { codebook = [4294967552L]; };\n", 0, NULL, "'sid.codebook' = 4.29497e+09 is out of range", NULL);
+    expect_error("sid = { codebook = 4294967552L; };\n", 0, NULL, "'sid.codebook' = 4.29497e+09 is out of range", NULL);
     expect_error("model = { d_model = 30; n_heads = 4; };\n", 0, NULL, "not a multiple", NULL);
     expect_error("run = { stages = \"sid,trian\"; };\n", 0, NULL, "unknown stage 'trian'", NULL);
     char *o1[] = {"sid.levls=2"};

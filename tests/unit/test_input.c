@@ -1,6 +1,7 @@
 /* input: raw sequences and items are parsed exactly, and every bad input names file and line. */
 #include "check.h"
 #include "input.h"
+#include "util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,13 +40,47 @@ static void test_items_errors(void) {
     items_error("{\"item_id\": 1, \"text\": \"a\"}\n{\"item_id\": 3, \"text\": \"c\"}\n", "item 2 has no record");
     items_error("{\"item_id\": 1, \"text\": \"a\"}\n{\"item_id\": 1, \"text\": \"b\"}\n", ":2: item_id 1 repeats the record of line 1");
     items_error("{\"item_id\": 1, \"text\": \"a\"\n", ":1: invalid JSON");
+    /* jansson quotes the bad token with its newline: the message must stay one line (found by fuzzing) */
+    items_error("{\"item_id\": 1, \"text\": \"\\u00e\n", ":1: invalid JSON: invalid escape near '\"\\u00e?'");
     items_error("{\"item_id\": \"x\", \"text\": \"a\"}\n", ":1: missing or non-integer \"item_id\"");
     items_error("{\"item_id\": 0, \"text\": \"a\"}\n", ":1: item_id 0 out of range");
     items_error("", "no items");
+    /* a repeat is reported before a later bad line, and a triple names its first repeat */
+    items_error("{\"item_id\": 2, \"text\": \"a\"}\n{\"item_id\": 2, \"text\": \"b\"}\n{\"item_id\": 2, \"text\": \"c\"}\nx\n",
+                ":2: item_id 2 repeats the record of line 1");
     ItemTable t;
     char *err = input_read_items("/nonexistent/items.jsonl", &t);
     CHECK(err && strstr(err, "/nonexistent/items.jsonl: cannot open items file"));
     free(err);
+}
+
+/* The table grows with the records, not with the largest id: one line naming item 10^7 used to
+ * allocate (and clear) three arrays of 2^24 entries, 400 MB (at 10^8, 3 GB; found by fuzzing). */
+static void test_items_sparse_id_memory(void) {
+    int64_t before = peak_rss_kib();
+    items_error("{\"item_id\": 10000000, \"text\": \"a\"}\n", "item 1 has no record (item ids must run 1..10000000)");
+    int64_t grown = peak_rss_kib() - before;
+    CHECK_MSG(grown < 64 * 1024, "reading one record raised the peak resident set by %lld KiB", (long long)grown);
+}
+
+/* A NUL byte hid the rest of its line (read as a C string): an error, not silently less data. */
+static void test_nul_bytes(void) {
+    static const char items[] = "{\"item_id\": 1, \"text\": \"a\"}\0{\"item_id\": 2, \"text\": \"b\"}\n";
+    static const char seqs[] = "1 1\n2 1 2\0 x y\n";
+    char path[] = "/tmp/car_test_nul_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, items, sizeof items - 1) == (ssize_t)(sizeof items - 1));
+    ItemTable t;
+    char *err = input_read_items(path, &t);
+    CHECK_MSG(err && strstr(err, ":1: NUL byte in the line"), "got '%s'", err ? err : "(none)");
+    free(err);
+    CHECK(ftruncate(fd, 0) == 0 && pwrite(fd, seqs, sizeof seqs - 1, 0) == (ssize_t)(sizeof seqs - 1));
+    Sequences q;
+    err = input_read_sequences(path, 5, "items.jsonl", &q);
+    CHECK_MSG(err && strstr(err, ":2: NUL byte in the line"), "got '%s'", err ? err : "(none)");
+    free(err);
+    close(fd);
+    unlink(path);
 }
 
 static void test_sequences_parse(void) {
@@ -87,6 +122,8 @@ int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_input");
     RUN_TEST(test_items_parse);
     RUN_TEST(test_items_errors);
+    RUN_TEST(test_items_sparse_id_memory);
+    RUN_TEST(test_nul_bytes);
     RUN_TEST(test_sequences_parse);
     RUN_TEST(test_sequences_errors);
     return check_finish();
