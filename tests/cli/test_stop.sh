@@ -49,6 +49,21 @@ expect_ok "uninterrupted run, one step per epoch" -- "${RUN[@]}" -o run.dir="$TM
 stop_at "one step per epoch" "$TMP/one_s" 2 2 1 -o train.batch_size=1024
 same_results "one step per epoch: stop + resume = uninterrupted" "$TMP/one/results.json" "$TMP/one_s/results.json"
 
+# slow thinking is chosen on validation: no test figure per weight, test only at the chosen one
+out=$($PY - "$TMP/a/results.json" <<'P' 2>&1
+import json, sys
+r = json.load(open(sys.argv[1]))["slow_thinking"]
+def check(name, cond, detail=""): print(("ok   " if cond else "FAIL ") + name + (": " + detail if detail else ""))
+sweep = r["valid_sweep"]
+check("slow thinking: the sweep holds validation only", all(set(x) == {"think_weight", "valid"} for x in sweep), str(sweep[0]))
+best = max(sweep, key=lambda x: (x["valid"]["ndcg@10"], -x["think_weight"]))
+check("slow thinking: the chosen weight is validation's best", r["chosen_think_weight"] == best["think_weight"],
+      f'{r["chosen_think_weight"]} vs {best["think_weight"]}')
+check("slow thinking: test read at the chosen weight", set(r["test_at_chosen"]) >= {"recall@5", "ndcg@10"})
+P
+)
+count_checks "$out"
+
 # divergence: NaN in a weight before step 30 (epoch 2)
 CAR_TEST_POISON_AT_STEP=30 "${RUN[@]}" -o run.dir="$TMP/nan" >"$TMP/nan.log" 2>&1
 rc=$?
