@@ -6,7 +6,8 @@
  * model GFLOP/s (matrix products) and its share of this process's own sgemm peak measured in the
  * same run with the same threads; with P ranks also the step split into compute, communication
  * and idle (waiting for the slowest rank, timed by a barrier before every collective), bytes sent
- * per rank and step, and peak memory per rank and of the UID tables per rank. */
+ * per rank and step, and peak memory per rank and of the UID tables per rank; and where the time
+ * goes: each part of the step (Model.prof) in ms per step, forward and backward, and its share. */
 #include "comm.h"
 #include "model.h"
 #include "train.h"
@@ -36,6 +37,27 @@ static double sgemm_peak(int n) {
     free(a);
     free(c);
     return best;
+}
+
+/* The per-part table: ms per step (mean over ranks and the timed steps) and share of the step. */
+static void print_parts(const ModelProfile *prof, int steps, double step) {
+    double sec[2][PART_N], covered = 0;
+    memcpy(sec, prof->seconds, sizeof sec);
+    comm_sum_double(&sec[0][0], 2 * PART_N);
+    double per = 1.0 / ((double)comm_size() * steps);
+    if (comm_rank() != 0) return;
+    printf("  where the time goes (ms per step, mean over ranks; step %.1f ms):\n", 1e3 * step);
+    printf("    %-22s %9s %9s %9s %7s\n", "part", "forward", "backward", "total", "share");
+    for (int p = 0; p < PART_N; p++) {
+        double f = sec[0][p] * per, b = sec[1][p] * per;
+        covered += f + b;
+        printf("    %-22s %9.2f %9.2f %9.2f %6.1f%%\n", model_part_names[p], 1e3 * f, 1e3 * b, 1e3 * (f + b),
+               100 * (f + b) / step);
+        printf("BENCH part name=\"%s\" fwd_ms=%.3f bwd_ms=%.3f share=%.4f\n", model_part_names[p], 1e3 * f, 1e3 * b,
+               (f + b) / step);
+    }
+    printf("    %-22s %9s %9s %9.2f %6.1f%%\n", "other (batch layout...)", "", "", 1e3 * (step - covered),
+           100 * (step - covered) / step);
 }
 
 int main(int argc, char **argv) {
@@ -88,11 +110,14 @@ int main(int argc, char **argv) {
     /* steps alternate: gradients summed by bucket during the backward (car_train's way), then in
      * one all-reduce after it; the split into compute, communication and idle is of the first */
     double *t = xmalloc(sizeof(double) * 2 * (size_t)steps), *t1 = t + steps, split[3] = {0, 0, 0}, bytes = 0;
+    ModelProfile prof;
+    memset(&prof, 0, sizeof prof);
     for (int st = -1; st < 2 * steps; st++) { /* step -1: warm-up (allocations) */
         int bucketed = st < 0 || st % 2 == 0;
         comm_barrier();
         comm_stats_reset();
         double t0 = comm_wtime(), g;
+        m.prof = st >= 0 && bucketed ? &prof : NULL; /* the timers' own cost is in the timed steps */
         train_step(&m, bucketed ? &gs : NULL, &batch, &oc, st + 1, &g);
         double dt = comm_wtime() - t0;
         CommStats cs = comm_stats();
@@ -142,6 +167,9 @@ int main(int argc, char **argv) {
                mode == MODE_AR ? "ar" : "car", P, openblas_get_num_threads(), tokens / step, gflops, gflops / (peak * P),
                1e3 * step, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, rss, uid_mib, 1e3 * one_allreduce);
     }
+    double mean_step = 0;
+    for (int i = 0; i < steps; i++) mean_step += t[i] / steps; /* the table's parts add up to the mean */
+    print_parts(&prof, steps, mean_step);
     gradsync_free(&gs);
     free(t); free(codes); free(len); free(items); free(sample);
     model_free(&m);

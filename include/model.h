@@ -79,8 +79,30 @@ typedef struct {
         *fch_gelu, *fcproj, *res3;
 } LayerActs; /* (N,d) unless said: ln*_mean/rstd (N), qkv (N,3d), att (attention_size), fch* (N,4d) */
 
+/* Where a training step's time goes (bench_train's table): each part's wall time, forward and
+ * backward apart, accumulated while Model.prof points at one. The heads compute their loss and
+ * parameter gradients in the forward (the UID softmax over all items is never stored), so their
+ * backward is in the forward column; the UID head includes its collectives. */
+enum {
+    PART_EMBED,     /* token embeddings (SID tables, UID rows through uidhead), fusion, positions */
+    PART_LAYERNORM,
+    PART_ATTN_MM,   /* qkv and output projections */
+    PART_ATTENTION, /* causal softmax attention per sequence */
+    PART_MLP_MM,    /* fc and fc projection */
+    PART_GELU,
+    PART_DROPOUT,   /* dropout and residual adds */
+    PART_THINK,     /* think heads: logits, cross-entropy, gradients */
+    PART_UID,       /* UID head: sharded logits, cross-entropy, gradients */
+    PART_OPTIM,     /* gradient clipping and AdamW (train_step) */
+    PART_GRADSYNC,  /* waiting for the bucketed gradient all-reduce to finish (train_step) */
+    PART_N
+};
+extern const char *const model_part_names[PART_N];
+typedef struct { double seconds[2][PART_N]; } ModelProfile; /* [0] forward, [1] backward */
+
 typedef struct {
     ModelSpec spec;
+    ModelProfile *prof;    /* NULL (default): no timing */
     int C;                 /* tokens per chunk, L + 1 */
     int max_pos;           /* max_chunks * C */
     const int32_t *codes;  /* (n_items, L) SID codes, borrowed */

@@ -301,6 +301,20 @@ static void layout_grad_acts(Model *m) {
 #undef TAKE
 }
 
+/* ---------------------------------------------------------------- profile */
+
+const char *const model_part_names[PART_N] = {"embeddings + fusion", "layernorm", "attention matmuls",
+                                              "attention core", "mlp matmuls", "gelu", "dropout + residual",
+                                              "think heads", "uid head", "optimizer", "gradient sync wait"};
+
+/* call, timed into part of direction dir (0 forward, 1 backward) when m->prof is set */
+#define TIMED(m, dir, part, call)                                                    \
+    do {                                                                             \
+        double t0_ = (m)->prof ? comm_wtime() : 0;                                   \
+        call;                                                                        \
+        if ((m)->prof) (m)->prof->seconds[dir][part] += comm_wtime() - t0_;          \
+    } while (0)
+
 /* ---------------------------------------------------------------- forward */
 
 static int dropout_on(const Model *m) { return m->training && m->spec.dropout > 0; }
@@ -318,13 +332,12 @@ static void dropout_site(Model *m, float *out, const float *x, const float *res,
                     (uint64_t)m->step * 1024 + (uint64_t)site, m->row_key);
 }
 
-/* Token rows -> final hidden states m->lnf (N,d). */
-static void backbone_forward(Model *m) {
+/* x0 (N,d) = fusion of the raw token embeddings (SID rows by level, UID rows through uidhead,
+ * staged in x0) + positions (+ levels) */
+static void embed_forward(Model *m) {
     const ModelSpec *s = &m->spec;
     int N = m->N, d = s->d_model, L = s->levels;
     ParamArena *a = &m->params;
-    layout_acts(m);
-    /* raw token embeddings: SID rows by level, UID rows through uidhead (staged in x0) */
     for (int k = 0; k < L; k++)
         embedding_forward(m->emb, m->by_level + m->level_start[k], m->by_level_tok + m->level_start[k],
                           m->level_start[k + 1] - m->level_start[k], arena_param(a, m->sid_emb[k]), d);
@@ -341,30 +354,43 @@ static void backbone_forward(Model *m) {
         if (lev)
             for (int c = 0; c < d; c++) x[c] += lev[(size_t)m->level[r] * d + c];
     }
-    if (dropout_on(m)) dropout_site(m, m->x0, m->x0, NULL, 0);
+}
 
+/* Token rows -> final hidden states m->lnf (N,d). */
+static void backbone_forward(Model *m) {
+    const ModelSpec *s = &m->spec;
+    int N = m->N, d = s->d_model;
+    ParamArena *a = &m->params;
+    layout_acts(m);
+    TIMED(m, 0, PART_EMBED, embed_forward(m));
+    if (dropout_on(m)) TIMED(m, 0, PART_DROPOUT, dropout_site(m, m->x0, m->x0, NULL, 0));
     const float *res = m->x0;
     for (int l = 0; l < s->n_layers; l++) {
         const LayerParams *p = &m->layer[l];
         LayerActs *t = &m->la[l];
-        layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, arena_param(a, p->ln1_w), arena_param(a, p->ln1_b), N,
-                          d);
-        matmul_forward(t->qkv, t->ln1, arena_param(a, p->qkv_w), arena_param(a, p->qkv_b), N, d, 3 * d);
-        attention_forward(t->atty, t->att, t->qkv, m->off, m->B, d, s->n_heads);
-        matmul_forward(t->attproj, t->atty, arena_param(a, p->proj_w), arena_param(a, p->proj_b), N, d, d);
-        dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l); /* res2 = res + dropout(attproj) */
-        layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, arena_param(a, p->ln2_w),
-                          arena_param(a, p->ln2_b), N, d);
-        matmul_forward(t->fch, t->ln2, arena_param(a, p->fc_w), arena_param(a, p->fc_b), N, d, 4 * d);
-        gelu_forward(t->fch_gelu, t->fch, (size_t)N * 4 * d);
-        matmul_forward(t->fcproj, t->fch_gelu, arena_param(a, p->fcproj_w), arena_param(a, p->fcproj_b), N, 4 * d,
-                       d);
-        dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l); /* res3 = res2 + dropout(fcproj) */
+        TIMED(m, 0, PART_LAYERNORM,
+              layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, arena_param(a, p->ln1_w),
+                                arena_param(a, p->ln1_b), N, d));
+        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->qkv, t->ln1, arena_param(a, p->qkv_w), arena_param(a, p->qkv_b), N, d, 3 * d));
+        TIMED(m, 0, PART_ATTENTION, attention_forward(t->atty, t->att, t->qkv, m->off, m->B, d, s->n_heads));
+        TIMED(m, 0, PART_ATTN_MM,
+              matmul_forward(t->attproj, t->atty, arena_param(a, p->proj_w), arena_param(a, p->proj_b), N, d, d));
+        TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l)); /* res2 = res + dropout(attproj) */
+        TIMED(m, 0, PART_LAYERNORM,
+              layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, arena_param(a, p->ln2_w),
+                                arena_param(a, p->ln2_b), N, d));
+        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, arena_param(a, p->fc_w), arena_param(a, p->fc_b), N, d, 4 * d));
+        TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)N * 4 * d));
+        TIMED(m, 0, PART_MLP_MM,
+              matmul_forward(t->fcproj, t->fch_gelu, arena_param(a, p->fcproj_w), arena_param(a, p->fcproj_b), N,
+                             4 * d, d));
+        TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l)); /* res3 = res2 + dropout(fcproj) */
         res = t->res3;
     }
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, arena_param(a, m->lnf_w), arena_param(a, m->lnf_b), N, d);
+    TIMED(m, 0, PART_LAYERNORM,
+          layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, arena_param(a, m->lnf_w), arena_param(a, m->lnf_b),
+                            N, d));
 }
-
 /* The heads on the rows that have targets: loss sums per head; with dloss != 0 the heads'
  * parameter gradients and dlnf (N,d), the gradient at the final hidden states. */
 static void heads_forward_backward(Model *m, double *sums) {
@@ -390,11 +416,13 @@ static void heads_forward_backward(Model *m, double *sums) {
         if (k < L) {
             int K = s->codebook[k];
             const float *W = arena_param(&m->params, m->think_head[k]);
+            double t0 = m->prof ? comm_wtime() : 0;
             matmul_forward(lg, H, W, NULL, n, d, K);
             sums[k] = crossentropy_forward_backward(lg, n, K, tgt, ds, mx, sum);
             if (ds != 0) matmul_backward(dH, arena_grad(&m->params, m->think_head[k]), NULL, lg, H, W, n, d, K);
+            if (m->prof) m->prof->seconds[0][PART_THINK] += comm_wtime() - t0;
         } else {
-            sums[k] = uid_head_forward_backward(&m->uid, H, tgt, n, ds, dH);
+            TIMED(m, 0, PART_UID, sums[k] = uid_head_forward_backward(&m->uid, H, tgt, n, ds, dH));
         }
         if (ds == 0) continue;
         for (int i = 0; i < n; i++) {
@@ -504,50 +532,12 @@ static void grads_ready(Model *m, int first_tensor) {
     if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, m->params.t[first_tensor].offset);
 }
 
-void model_backward(Model *m) {
-    if (!m->target_mode || m->dloss == 0) comm_fatal("model_backward: the last model_forward had no gradient (dloss 0)");
+/* The embeddings' backward from dres (N,d): positions, levels, fusion, SID tables, UID rows. */
+static void embed_backward(Model *m) {
     const ModelSpec *s = &m->spec;
     int N = m->N, d = s->d_model, L = s->levels;
     size_t Nd = (size_t)N * d;
     ParamArena *a = &m->params;
-    layout_grad_acts(m);
-    memset(m->dres, 0, Nd * sizeof(float));
-    const float *res_last = s->n_layers ? m->la[s->n_layers - 1].res3 : m->x0;
-    layernorm_backward(m->dres, arena_grad(a, m->lnf_w), arena_grad(a, m->lnf_b), m->dlnf, res_last,
-                       arena_param(a, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, d);
-    grads_ready(m, m->lnf_w); /* the final LayerNorm and the think heads (done in the forward) */
-    for (int l = s->n_layers - 1; l >= 0; l--) {
-        const LayerParams *p = &m->layer[l];
-        const LayerActs *t = &m->la[l];
-        const float *res_in = l ? m->la[l - 1].res3 : m->x0;
-        /* MLP branch: res3 = res2 + dropout(fcproj(gelu(fc(ln2(res2))))) */
-        const float *db = branch_grad(m, 2 + 2 * l);
-        memset(m->dfch_gelu, 0, 4 * Nd * sizeof(float));
-        matmul_backward(m->dfch_gelu, arena_grad(a, p->fcproj_w), arena_grad(a, p->fcproj_b), db, t->fch_gelu,
-                        arena_param(a, p->fcproj_w), N, 4 * d, d);
-        memset(m->dfch, 0, 4 * Nd * sizeof(float));
-        gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd);
-        memset(m->dln, 0, Nd * sizeof(float));
-        matmul_backward(m->dln, arena_grad(a, p->fc_w), arena_grad(a, p->fc_b), m->dfch, t->ln2,
-                        arena_param(a, p->fc_w), N, d, 4 * d);
-        layernorm_backward(m->dres, arena_grad(a, p->ln2_w), arena_grad(a, p->ln2_b), m->dln, t->res2,
-                           arena_param(a, p->ln2_w), t->ln2_mean, t->ln2_rstd, N, d);
-        /* attention branch: res2 = res_in + dropout(proj(attention(qkv(ln1(res_in))))) */
-        db = branch_grad(m, 1 + 2 * l);
-        memset(m->datty, 0, Nd * sizeof(float));
-        matmul_backward(m->datty, arena_grad(a, p->proj_w), arena_grad(a, p->proj_b), db, t->atty,
-                        arena_param(a, p->proj_w), N, d, d);
-        memset(m->dqkv, 0, 3 * Nd * sizeof(float));
-        attention_backward(m->dqkv, m->datty, t->qkv, t->att, m->off, m->B, d, s->n_heads, m->att_scratch);
-        memset(m->dln, 0, Nd * sizeof(float));
-        matmul_backward(m->dln, arena_grad(a, p->qkv_w), arena_grad(a, p->qkv_b), m->dqkv, t->ln1,
-                        arena_param(a, p->qkv_w), N, d, 3 * d);
-        layernorm_backward(m->dres, arena_grad(a, p->ln1_w), arena_grad(a, p->ln1_b), m->dln, res_in,
-                           arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d);
-        grads_ready(m, p->ln1_w); /* block l's tensors lie from its ln1_w on */
-    }
-    /* embeddings: x0 = dropout(fusion(emb) + pos + level) */
-    if (dropout_on(m)) dropout_site(m, m->dres, m->dres, NULL, 0);
     float *dpos = arena_grad(a, m->pos_emb), *dlev = m->level_emb >= 0 ? arena_grad(a, m->level_emb) : NULL;
     for (int r = 0; r < N; r++) {
         const float *g = m->dres + (size_t)r * d;
@@ -565,6 +555,57 @@ void model_backward(Model *m) {
     for (int i = 0; i < nu; i++) /* UID rows staged contiguously for uidhead */
         memcpy(m->dbranch + (size_t)i * d, m->demb + (size_t)m->by_level[u0 + i] * d, (size_t)d * sizeof(float));
     uid_embed_backward(&m->uid, m->by_level_tok + u0, nu, m->dbranch);
+}
+
+void model_backward(Model *m) {
+    if (!m->target_mode || m->dloss == 0) comm_fatal("model_backward: the last model_forward had no gradient (dloss 0)");
+    const ModelSpec *s = &m->spec;
+    int N = m->N, d = s->d_model;
+    size_t Nd = (size_t)N * d;
+    ParamArena *a = &m->params;
+    layout_grad_acts(m);
+    memset(m->dres, 0, Nd * sizeof(float));
+    const float *res_last = s->n_layers ? m->la[s->n_layers - 1].res3 : m->x0;
+    TIMED(m, 1, PART_LAYERNORM,
+          layernorm_backward(m->dres, arena_grad(a, m->lnf_w), arena_grad(a, m->lnf_b), m->dlnf, res_last,
+                             arena_param(a, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, d));
+    grads_ready(m, m->lnf_w); /* the final LayerNorm and the think heads (done in the forward) */
+    for (int l = s->n_layers - 1; l >= 0; l--) {
+        const LayerParams *p = &m->layer[l];
+        const LayerActs *t = &m->la[l];
+        const float *res_in = l ? m->la[l - 1].res3 : m->x0;
+        /* MLP branch: res3 = res2 + dropout(fcproj(gelu(fc(ln2(res2))))) */
+        const float *db;
+        TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 2 + 2 * l));
+        TIMED(m, 1, PART_MLP_MM, memset(m->dfch_gelu, 0, 4 * Nd * sizeof(float));
+              matmul_backward(m->dfch_gelu, arena_grad(a, p->fcproj_w), arena_grad(a, p->fcproj_b), db, t->fch_gelu,
+                              arena_param(a, p->fcproj_w), N, 4 * d, d));
+        TIMED(m, 1, PART_GELU, memset(m->dfch, 0, 4 * Nd * sizeof(float));
+              gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd));
+        TIMED(m, 1, PART_MLP_MM, memset(m->dln, 0, Nd * sizeof(float));
+              matmul_backward(m->dln, arena_grad(a, p->fc_w), arena_grad(a, p->fc_b), m->dfch, t->ln2,
+                              arena_param(a, p->fc_w), N, d, 4 * d));
+        TIMED(m, 1, PART_LAYERNORM,
+              layernorm_backward(m->dres, arena_grad(a, p->ln2_w), arena_grad(a, p->ln2_b), m->dln, t->res2,
+                                 arena_param(a, p->ln2_w), t->ln2_mean, t->ln2_rstd, N, d));
+        /* attention branch: res2 = res_in + dropout(proj(attention(qkv(ln1(res_in))))) */
+        TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 1 + 2 * l));
+        TIMED(m, 1, PART_ATTN_MM, memset(m->datty, 0, Nd * sizeof(float));
+              matmul_backward(m->datty, arena_grad(a, p->proj_w), arena_grad(a, p->proj_b), db, t->atty,
+                              arena_param(a, p->proj_w), N, d, d));
+        TIMED(m, 1, PART_ATTENTION, memset(m->dqkv, 0, 3 * Nd * sizeof(float));
+              attention_backward(m->dqkv, m->datty, t->qkv, t->att, m->off, m->B, d, s->n_heads, m->att_scratch));
+        TIMED(m, 1, PART_ATTN_MM, memset(m->dln, 0, Nd * sizeof(float));
+              matmul_backward(m->dln, arena_grad(a, p->qkv_w), arena_grad(a, p->qkv_b), m->dqkv, t->ln1,
+                              arena_param(a, p->qkv_w), N, d, 3 * d));
+        TIMED(m, 1, PART_LAYERNORM,
+              layernorm_backward(m->dres, arena_grad(a, p->ln1_w), arena_grad(a, p->ln1_b), m->dln, res_in,
+                                 arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d));
+        grads_ready(m, p->ln1_w); /* block l's tensors lie from its ln1_w on */
+    }
+    /* embeddings: x0 = dropout(fusion(emb) + pos + level) */
+    if (dropout_on(m)) TIMED(m, 1, PART_DROPOUT, dropout_site(m, m->dres, m->dres, NULL, 0));
+    TIMED(m, 1, PART_EMBED, embed_backward(m));
 }
 
 double model_optimizer_step(Model *m, const OptimConfig *c, int64_t step) {

@@ -140,9 +140,15 @@ ModelLoss train_step(Model *m, GradSync *gs, const ModelBatch *b, const OptimCon
     model_backward(m);
     m->grads_ready = NULL;
     /* the UID tables' gradients stay with their owners */
+    double t0 = comm_wtime();
     if (gs) gradsync_finish(gs);
     else comm_sum_float(m->params.grads, (int)m->params.total);
+    double t1 = comm_wtime();
     *grad_norm = model_optimizer_step(m, oc, step);
+    if (m->prof) {
+        m->prof->seconds[1][PART_GRADSYNC] += t1 - t0;
+        m->prof->seconds[1][PART_OPTIM] += comm_wtime() - t1;
+    }
     return l;
 }
 
