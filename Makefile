@@ -19,7 +19,7 @@ CFLAGS = -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(PKG_
 LDFLAGS = $(SAN_FLAGS)
 LDLIBS = $(PKG_LIBS) -lm
 
-PROGS := car_prep car_synth car_train
+PROGS := car_prep car_synth car_train car_recommend
 LIB_SRCS := $(filter-out $(addprefix src/,$(addsuffix .c,$(PROGS))),$(wildcard src/*.c))
 LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/unit/*.c tests/mpi/*.c)

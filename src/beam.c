@@ -145,6 +145,41 @@ static void expand_level(Recommender *rc, int l, int B, Beams *cur, Beams *next)
 /* A beam (ar) or user (car) as every rank sees it. */
 typedef struct { int32_t rank, user, beam, want; int64_t node; float score, pad; } RowMeta;
 
+/* h . w over d in a fixed order (8 lanes, then the lanes summed): the same bits whatever the
+ * shape of the surrounding work, unlike an sgemm whose kernels follow the matrix sizes; the
+ * lanes let the compiler vectorise it */
+static float dot(const float *h, const float *w, int d) {
+    float acc[8] = {0};
+    int c = 0;
+    for (; c + 8 <= d; c += 8)
+        for (int j = 0; j < 8; j++) acc[j] += h[c + j] * w[c + j];
+    for (int j = 0; c < d; c++, j++) acc[j] += h[c] * w[c];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* car: S (N, owned items) = UID logit + beta * sum over the first think_levels levels of the
+ * think head's log-prob of the item's code (model_score_items' ranking score, with the fixed-order
+ * dot so that a row's scores do not depend on how many rows and items this rank holds) */
+static void car_scores(const Recommender *rc, const float *H, int N, float *S) {
+    const Model *m = rc->m;
+    const UidHead *u = &m->uid;
+    int d = m->spec.d_model, L = m->spec.levels, TL = rc->o.think_levels > 0 && rc->o.think_levels < L ? rc->o.think_levels : L;
+    int64_t nv = u->hi - u->lo;
+    for (int n = 0; n < N; n++)
+        for (int64_t i = 0; i < nv; i++) S[(size_t)n * nv + i] = dot(H + (size_t)n * d, uid_head_w(u) + (size_t)i * d, d);
+    for (int l = 0; rc->o.think_weight > 0 && l < TL; l++) {
+        int K = m->spec.codebook[l];
+        float *lg = xmalloc(sizeof(float) * ((size_t)N * K + 1));
+        model_think_logits(m, H, N, l, lg);
+        for (int n = 0; n < N; n++) {
+            const float *x = lg + (size_t)n * K;
+            float lse = logsumexp(x, NULL, K), *sc = S + (size_t)n * nv;
+            for (int64_t i = 0; i < nv; i++) sc[i] += rc->o.think_weight * (x[m->codes[(u->lo + i) * L + l]] - lse);
+        }
+        free(lg);
+    }
+}
+
 /* first index of the ascending ids[0..n) that is >= x */
 static int64_t lower_bound(const int32_t *ids, int64_t n, int64_t x) {
     int64_t a = 0, b = n;
@@ -165,37 +200,40 @@ static int64_t owned_leaf_items(const Recommender *rc, const RowMeta *row, const
     return b - a;
 }
 
+/* x in [0, 1] in units of 2^-32, truncated: integer sums do not depend on their order, so the
+ * normaliser is the same bit for bit however the items are split over ranks (and V < 2^31 items
+ * cannot overflow it) */
+static int64_t fixed_point(float x) { return (int64_t)ldexp((double)x, 32); }
+
 /* ar: S (rows of items) = joint log-prob of each owned item under each gathered row's leaf:
  * beam score + UID logit - log-sum-exp of the logits of all the leaf's items (all ranks) */
 static float **score_leaves(const Recommender *rc, const RowMeta *meta, const float *Hg, int64_t G) {
     const UidHead *u = &rc->m->uid;
     int d = rc->m->spec.d_model;
     float **S = xcalloc((size_t)G + 1, sizeof(float *));
-    float *mx = xmalloc(sizeof(float) * ((size_t)G + 1)), *sum = xcalloc((size_t)G + 1, sizeof(float));
+    float *mx = xmalloc(sizeof(float) * ((size_t)G + 1));
+    int64_t *sum = xcalloc((size_t)G + 1, sizeof(int64_t));
     for (int64_t g = 0; g < G; g++) {
         const int32_t *it;
         int64_t n = owned_leaf_items(rc, &meta[g], &it);
         S[g] = xmalloc(sizeof(float) * ((size_t)n + 1));
         mx[g] = -INFINITY;
         for (int64_t i = 0; i < n; i++) {
-            const float *w = uid_head_w(u) + (size_t)(it[i] - u->lo) * d, *h = Hg + (size_t)g * d;
-            float s = 0;
-            for (int c = 0; c < d; c++) s += h[c] * w[c];
-            S[g][i] = s;
-            mx[g] = fmaxf(mx[g], s);
+            S[g][i] = dot(Hg + (size_t)g * d, uid_head_w(u) + (size_t)(it[i] - u->lo) * d, d);
+            mx[g] = fmaxf(mx[g], S[g][i]);
         }
     }
     if (u->sharded) comm_max_float(mx, (int)G);
     for (int64_t g = 0; g < G; g++) {
         const int32_t *it;
         int64_t n = owned_leaf_items(rc, &meta[g], &it);
-        for (int64_t i = 0; i < n; i++) sum[g] += expf(S[g][i] - mx[g]);
+        for (int64_t i = 0; i < n; i++) sum[g] += fixed_point(expf(S[g][i] - mx[g]));
     }
-    if (u->sharded) comm_sum_float(sum, (int)G);
+    if (u->sharded) comm_sum_i64(sum, (int)G);
     for (int64_t g = 0; g < G; g++) {
         const int32_t *it;
         int64_t n = owned_leaf_items(rc, &meta[g], &it);
-        float base = meta[g].score - mx[g] - logf(sum[g]);
+        float base = meta[g].score - mx[g] - (float)log(ldexp((double)sum[g], -32));
         for (int64_t i = 0; i < n; i++) S[g][i] += base;
     }
     free(mx);
@@ -253,7 +291,8 @@ static Cand *score_and_route(Recommender *rc, const RowMeta *mine, const float *
         S = score_leaves(rc, meta, Hg, G);
     } else {
         Sc = xmalloc(sizeof(float) * ((size_t)G * nv + 1));
-        model_score_items(rc->m, Hg, (int)G, rc->o.think_weight, rc->o.think_levels, Sc);
+        for (int p = 0, g = 0; p < P; g += (int)rows_of[p++]) /* per rank's block: products of the same shape for any P */
+            car_scores(rc, Hg + (size_t)g * d, (int)rows_of[p], Sc + (size_t)g * nv);
     }
     for (int64_t g = 0; g < G; g++) cap += meta[g].want;
     Cand *send = xmalloc(sizeof(Cand) * ((size_t)cap + 1));
