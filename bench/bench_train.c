@@ -62,7 +62,7 @@ static void print_parts(const ModelProfile *prof, int steps, double step) {
 
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "bench_train");
-    int bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
+    int uid_block = 0, bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
     int64_t V = 12101;
     float dropout = 0.3f;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--dropout")) dropout = (float)atof(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
         else if (!strcmp(k, "--bucket-kib")) bucket_kib = atoi(v);
+        else if (!strcmp(k, "--uid-block")) uid_block = atoi(v);
         else comm_fail("unknown option %s", k);
     }
     if (d < 4 || d % heads || L < 0 || L > SID_MAX_LEVELS || K < 2 || V < 2 || B < 1 || n < 2 || steps < 1)
@@ -100,6 +101,7 @@ int main(int argc, char **argv) {
     ModelBatch batch = {Bl, len, items, sample};
     Model m;
     model_create(&m, &s, L ? codes : NULL);
+    if (uid_block > 0) m.uid.block = uid_block; /* rows per logits block of the UID head */
     OptimConfig oc;
     optim_defaults(&oc);
     oc.weight_decay = 0.01;
