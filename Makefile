@@ -22,7 +22,9 @@ LDLIBS = $(PKG_LIBS) -lm
 PROGS := car_prep car_synth car_train car_recommend
 LIB_SRCS := $(filter-out $(addprefix src/,$(addsuffix .c,$(PROGS))),$(wildcard src/*.c))
 LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
-TEST_SRCS := $(wildcard tests/unit/*.c tests/mpi/*.c)
+# tests/faults/*.c: helper programs of the fault scripts; shim_*.c: LD_PRELOAD libraries
+TEST_SRCS := $(filter-out tests/faults/shim_%.c,$(wildcard tests/unit/*.c tests/mpi/*.c tests/faults/*.c))
+FAULT_SHIMS := $(patsubst tests/faults/%.c,$(BUILD)/tests/faults/%.so,$(wildcard tests/faults/shim_*.c))
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 BINS := $(addprefix $(BUILD)/bin/,$(PROGS))
@@ -57,7 +59,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJS) | $(DEPS_OK)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $< $(LIB_OBJS) -o $@ $(LDFLAGS) $(LDLIBS)
 
-test: $(BINS) $(TEST_BINS)
+# no sanitizers and no MPI: preloaded into any program, mpirun included
+$(BUILD)/tests/faults/shim_%.so: tests/faults/shim_%.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"
+	@cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC $< -o $@ -ldl
+
+test: $(BINS) $(TEST_BINS) $(FAULT_SHIMS)
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run_tests.sh
 
 demo: $(BINS)

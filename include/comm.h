@@ -44,7 +44,7 @@ const char *comm_blas_info(void);
  *     message, the lowest such rank's is printed by rank 0 and the job fails as comm_fail.
  *     A rank holding an error waits at most COMM_FAIL_GRACE seconds for the others, then
  *     prints it itself and aborts. */
-#define COMM_FAIL_GRACE 5.0
+#define COMM_FAIL_GRACE 3.0
 void comm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void comm_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void comm_fail_if_any(const char *local_error_or_null);

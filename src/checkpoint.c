@@ -518,6 +518,7 @@ char *checkpoint_try_load(const char *path, CheckpointState *st, ParamArena *con
                                arena_names[a], ar->t[k / 3].name, BUFFER_NAMES[k % 3]);
         free(blocks); free(want); free(got);
     }
+    if (!err) err = h5io_verify(f, "/extra_json"); /* the tensors were checked above */
     h5io_close(f);
     return err; /* every rank saw the same (attributes and reduced checksums) */
 }

@@ -83,8 +83,10 @@ hid_t h5io_open(const char *path, int flags) {
 }
 
 void h5io_close(hid_t file) {
+    char path[sizeof file_label[0]];
+    snprintf(path, sizeof path, "%s", path_of(file));
     file_label[(uint64_t)file % 64][0] = 0;
-    if (H5Fclose(file) < 0) comm_fatal("closing an HDF5 file failed (disk full?)");
+    if (H5Fclose(file) < 0) comm_fatal("%s: closing failed: the last writes did not reach the disk (disk full?)", path);
 }
 
 int h5io_has(hid_t file, const char *name) {
