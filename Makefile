@@ -79,6 +79,17 @@ AMAZON_DIR ?= $(if $(wildcard ../shared/data/amazon),../shared/data/amazon,)
 data: $(BINS)
 	@BUILD=$(BUILD) AMAZON_DIR=$(AMAZON_DIR) scripts/prepare_amazon.sh
 
+# Every program on PATH (mpirun -n 64 car_train configs/sports.cfg from the repository root);
+# staged installs with DESTDIR. make uninstall removes exactly what install put there.
+PREFIX ?= /usr/local
+.PHONY: install uninstall
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(PROGS))
+
 # Fuzzing (fuzz/README.md): libFuzzer harnesses with ASan and UBSan, built by clang (Debian's
 # clang and libclang-rt, from scripts/install-deps.sh); the library is compiled again with clang.
 FUZZ_BUILD ?= $(BUILD)/fuzz
