@@ -44,6 +44,19 @@ synth_prepared() {
         --out "$out" --dim "$dim"
 }
 
+# small_run RUN_DIR EPOCHS CHECKPOINT_EVERY: synthetic data in $TMP/s (800 users, 300 items, 16-dim
+# embeddings; two checks) and $TMP/r.cfg, the small run that the stop, resume and fault tests share.
+small_run() {
+    synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
+    cat >"$TMP/r.cfg" <<C
+data = { path = "$TMP/s/dataset.h5"; };
+sid = { levels = 2; codebook = [12, 4]; };
+model = { d_model = 16; n_layers = 1; dropout = 0.2; };
+train = { epochs = $2; batch_size = 32; log_every = 1000; warmup_steps = 10; };
+run = { dir = "$1"; checkpoint_every = $3; };
+C
+}
+
 # Counts the "ok   NAME" / "FAIL NAME" lines of a checker's output (e.g. an embedded Python
 # script) as checks; output without any such line is a crashed checker.
 count_checks() {

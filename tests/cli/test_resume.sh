@@ -4,14 +4,7 @@
 # when resumed with another P; SIGUSR1 (Slurm's warning) stops cleanly with a checkpoint; an
 # eval-only run of the saved model reproduces the results.
 source "$(dirname "$0")/lib.sh"
-synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
-cat >"$TMP/r.cfg" <<C
-data = { path = "$TMP/s/dataset.h5"; };
-sid = { levels = 2; codebook = [12, 4]; };
-model = { d_model = 16; n_layers = 1; dropout = 0.2; };
-train = { epochs = 6; batch_size = 32; log_every = 1000; warmup_steps = 10; };
-run = { dir = "$TMP/a"; checkpoint_every = 4; };
-C
+small_run "$TMP/a" 6 4
 expect_ok "uninterrupted run" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg"
 
 # start a run, SIGKILL it once a mid-epoch checkpoint exists

@@ -8,14 +8,7 @@
 # - a second car_train on a run.dir in use fails at once, naming the holder's host and pid.
 # CAR_TEST_SIGNAL_AT_STEP / CAR_TEST_POISON_AT_STEP are src/train.c's fault-injection hooks.
 source "$(dirname "$0")/lib.sh"
-synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
-cat >"$TMP/r.cfg" <<C
-data = { path = "$TMP/s/dataset.h5"; };
-sid = { levels = 2; codebook = [12, 4]; };
-model = { d_model = 16; n_layers = 1; dropout = 0.2; };
-train = { epochs = 3; batch_size = 32; log_every = 1000; warmup_steps = 10; };
-run = { dir = "$TMP/a"; checkpoint_every = 0; };
-C
+small_run "$TMP/a" 3 0
 RUN=(mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg")
 PY=/usr/bin/python3
 ckpt_attr() { $PY -c "import h5py,sys; f=h5py.File(sys.argv[1],'r'); print(*(int(f.attrs[k]) for k in sys.argv[2:]))" "$@"; }
