@@ -4,7 +4,9 @@
 # minimal slurm.conf for this host into $SLURM_LOCAL_DIR (default /var/tmp/car-slurm), starts the daemons and
 # waits until the node is idle; stop ends them by their pid files. Both are idempotent. Clients find the
 # configuration through SLURM_CONF: eval "$(scripts/slurm-local.sh env)" (or /etc/slurm/slurm.conf, which start
-# links to it when that file does not exist). Needs root (or sudo).
+# links to it when that file does not exist). Needs root (or sudo). SLURM_LOCAL_NODES=N (default 1)
+# splits this machine into N Slurm nodes (one slurmd each, own port, spool and TmpFS) to try multi-node
+# launches on one host.
 set -euo pipefail
 DIR=${SLURM_LOCAL_DIR:-/var/tmp/car-slurm}
 CONF=$DIR/slurm.conf
@@ -43,14 +45,28 @@ start_munge() {
     until munge_ok; do [ $n -ge 50 ] && die "munged does not answer (munge -n | unmunge)"; sleep 0.1; n=$((n + 1)); done
 }
 
+NODES=${SLURM_LOCAL_NODES:-1}
+node_names() { if [ "$NODES" -eq 1 ]; then hostname -s; else seq -f "c%g" 1 "$NODES"; fi; }
+# node_lines: the NodeName lines, from slurmd -C (this host's CPUs and memory), split over NODES
+node_lines() {
+    local hw cpus mem i
+    hw=$(slurmd -C | head -n 1) # NodeName=HOST CPUs=.. Boards=.. ... RealMemory=..
+    [[ "$hw" == NodeName=* ]] || die "slurmd -C did not describe this node: $hw"
+    if [ "$NODES" -eq 1 ]; then echo "$hw NodeAddr=127.0.0.1 State=UNKNOWN"; return; fi
+    cpus=$(grep -o 'CPUs=[0-9]*' <<<"$hw" | cut -d= -f2); mem=$(grep -o 'RealMemory=[0-9]*' <<<"$hw" | cut -d= -f2)
+    [ "$cpus" -ge "$NODES" ] || die "SLURM_LOCAL_NODES=$NODES: this machine has only $cpus CPUs"
+    for i in $(seq 1 "$NODES"); do
+        echo "NodeName=c$i NodeHostname=$(hostname -s) NodeAddr=127.0.0.1 Port=$((6820 + i)) CPUs=$((cpus / NODES)) RealMemory=$((mem / NODES)) State=UNKNOWN"
+    done
+}
+
 write_conf() {
-    local host node plugdir mpi=none
+    local host plugdir mpi=none
     host=$(hostname -s)
-    node=$(slurmd -C | head -n 1) # NodeName=HOST CPUs=.. Boards=.. ... RealMemory=..
-    [[ "$node" == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
     plugdir=$(dirname "$(dpkg -L slurmd 2>/dev/null | grep -m1 '/slurm-wlm/.*\.so$' || echo /usr/lib/x86_64-linux-gnu/slurm-wlm/x.so)")
     [ -f "$plugdir/mpi_pmix.so" ] && mpi=pmix
-    mkdir -p "$DIR/state" "$DIR/spool"
+    mkdir -p "$DIR/state"
+    for n in $(node_names); do mkdir -p "$DIR/spool-$n" "$DIR/tmp-$n"; done
     cat >"$CONF.tmp" <<EOF
 # written by scripts/slurm-local.sh: one node, no cgroups, no accounting
 ClusterName=car
@@ -76,13 +92,15 @@ JobCompType=jobcomp/none
 KillWait=10
 MinJobAge=600
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+# per node (%n): several slurmd on one host must not share them (PMIx puts its directory in TmpFS)
+SlurmdSpoolDir=$DIR/spool-%n
+SlurmdPidFile=$DIR/slurmd-%n.pid
+SlurmdLogFile=$DIR/slurmd-%n.log
+TmpFS=$DIR/tmp-%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
-$node NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
+$(node_lines)
+PartitionName=local Nodes=$(node_names | paste -sd,) Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$CONF.tmp" "$CONF"
     if [ ! -e "$ETC_CONF" ] && [ -d "$(dirname "$ETC_CONF")" ]; then
@@ -91,8 +109,9 @@ EOF
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-node_state() { sinfo -h -N -o %t 2>/dev/null | head -n 1; }
-running() { alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" && scontrol ping 2>/dev/null | grep -q UP; }
+node_state() { sinfo -h -N -o %t 2>/dev/null | sort -u | paste -sd,; } # "idle" when every node is
+slurmds_alive() { local n; for n in $(node_names); do alive "$DIR/slurmd-$n.pid" || return 1; done; }
+running() { alive "$DIR/slurmctld.pid" && slurmds_alive && scontrol ping 2>/dev/null | grep -q UP; }
 
 start() {
     if running; then say "already running ($(node_state)); SLURM_CONF=$CONF"; return 0; fi
@@ -103,16 +122,16 @@ start() {
     write_conf
     # cold start (-c): a killed earlier run leaves no ghost jobs holding the node
     slurmctld -c -i -f "$CONF"
-    slurmd -f "$CONF"
+    for n in $(node_names); do slurmd -N "$n" -f "$CONF"; done
     local n=0 st=""
     while :; do
         st=$(node_state)
         [ "$st" = idle ] && break
-        case "$st" in down*|drain*) scontrol update NodeName="$(hostname -s)" State=RESUME 2>/dev/null || true;; esac
+        case "$st" in *down*|*drain*) scontrol update NodeName="$(node_names | paste -sd,)" State=RESUME 2>/dev/null || true;; esac
         [ $n -ge 120 ] && die "node not idle after 60 s (state '$st'); logs in $DIR"
         sleep 0.5; n=$((n + 1))
     done
-    say "running: node $(hostname -s) idle; SLURM_CONF=$CONF"
+    say "running: $NODES node(s) $(node_names | paste -sd,) idle; SLURM_CONF=$CONF"
 }
 
 stop_pid() { # pid file
@@ -130,7 +149,8 @@ stop_daemons() {
         local n=0
         while [ -n "$(squeue -h -t R,CG 2>/dev/null)" ] && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
     fi
-    stop_pid "$DIR/slurmd.pid"
+    local f
+    for f in "$DIR"/slurmd-*.pid; do [ -e "$f" ] && stop_pid "$f"; done
     stop_pid "$DIR/slurmctld.pid"
 }
 stop() {
@@ -148,7 +168,7 @@ stop() {
 
 status() {
     if running; then
-        echo "slurmctld up, node $(hostname -s) $(node_state); SLURM_CONF=$CONF"
+        echo "slurmctld up, node(s) $(node_names | paste -sd,) $(node_state); SLURM_CONF=$CONF"
         squeue 2>/dev/null || true
     else
         echo "not running"; return 1
