@@ -10,13 +10,14 @@
 
 typedef struct { int n; int v[SID_MAX_LEVELS]; } IntList;
 
+enum { SID_RKMEANS, SID_RANDOM, SID_LSH }; /* sid.method */
 enum { FUSION_SUM, FUSION_MEAN, FUSION_NONE };
 enum { MODE_CAR, MODE_AR };
 enum { SCHEDULE_COSINE, SCHEDULE_CONSTANT };
 
 typedef struct {
     struct { char *path; int max_history; } data;
-    struct { int levels; IntList codebook; int iters; double tol; int64_t seed; int normalize_residuals; } sid;
+    struct { int levels; IntList codebook; int iters; double tol; int64_t seed; int normalize_residuals, method; } sid;
     struct { int d_model, n_layers, n_heads; double dropout; int fusion, level_embedding, tie_uid; } model;
     struct {
         int mode; double alpha; int epochs; int64_t max_steps; int batch_size; double lr, beta2, lr_floor, weight_decay, grad_clip;

@@ -30,6 +30,7 @@ static const Key schema[] = {
     {"sid", "tol", T_FLOAT, F(sid.tol), 0, 1, NULL, "1e-4"},
     {"sid", "seed", T_INT64, F(sid.seed), 0, 9.2e18, NULL, "1"},
     {"sid", "normalize_residuals", T_BOOL, F(sid.normalize_residuals), 0, 1, NULL, "false"},
+    {"sid", "method", T_ENUM, F(sid.method), 0, 0, "rkmeans|random|lsh", "rkmeans"},
 
     {"model", "d_model", T_INT, F(model.d_model), 4, 4096, NULL, "64"},
     {"model", "n_layers", T_INT, F(model.n_layers), 1, 64, NULL, "2"},

@@ -1,22 +1,38 @@
-/* The semantic-ID stage: read this rank's embedding rows, reuse or recompute sids.h5, report. */
+/* The semantic-ID stage: read this rank's embedding rows, reuse or recompute sids.h5, report.
+ * sid.method picks how codes are made (the two controls answer "semantic or just capacity?"):
+ *   rkmeans: residual k-means (DESIGN.md section 1);
+ *   random:  code l of item i uniform in [0, K_l), a pure function of (sid.seed, l, i): the same
+ *            level sizes and capacity with no semantics;
+ *   lsh:     random hyperplanes as in TIGER's LSH ablation: level l's code is the sign bits of
+ *            log2 K_l Gaussian projections of the centred embedding (not of the residual), a fresh
+ *            set of hyperplanes per level; so the L levels are L independent SimHashes and two
+ *            items agree on a level with a probability that falls with their angle. K_l must be
+ *            a power of two.
+ * For random and lsh the centroids in sids.h5 are the means of the residual chain over the
+ * items of each code (r^1 = x, r^{l+1} = r^l - c^l[code]), summed in fixed point so that they,
+ * like the codes, are identical for every rank count; sid.iters, sid.tol and
+ * sid.normalize_residuals do not apply to them. */
 #include "sid.h"
 #include "comm.h"
 #include "dataset.h"
 #include "h5io.h"
 #include "log.h"
 #include "rkmeans.h"
+#include "rng.h"
 #include "util.h"
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SID_FORMAT "car-sids-1"
+static const char *const method_words[] = {"rkmeans", "random", "lsh"}; /* by SID_RKMEANS.. */
 
 /* What a sids.h5 must have been made from to be reused. */
 typedef struct {
-    int levels, iters, normalize_residuals;
+    int levels, iters, normalize_residuals, method;
     int codebook[SID_MAX_LEVELS];
     double tol;
     int64_t seed, n_items;
@@ -55,6 +71,15 @@ static char *differs_str(hid_t f, const char *attr, const char *value, const cha
     return why;
 }
 
+/* files from before sid.method have no such attribute: they are residual k-means */
+static char *differs_method(hid_t f, int method) {
+    char *v = h5io_attr_read_str(f, "/", "method");
+    const char *was = v ? v : method_words[SID_RKMEANS];
+    char *why = strcmp(was, method_words[method]) ? xsprintf("it has sid.method = %s, now %s", was, method_words[method]) : NULL;
+    free(v);
+    return why;
+}
+
 /* NULL if the file at path was made from want, else why not (allocated, one line). */
 static char *mismatch(const char *path, const SidMeta *want) {
     hid_t f = h5io_open(path, 0);
@@ -67,6 +92,7 @@ static char *mismatch(const char *path, const SidMeta *want) {
         why = xsprintf("it has sid.tol = %g, now %g", tol, want->tol);
     if (!why) why = differs_i64(f, "seed", want->seed, "sid.seed");
     if (!why) why = differs_i64(f, "normalize_residuals", want->normalize_residuals, "sid.normalize_residuals");
+    if (!why) why = differs_method(f, want->method);
     if (!why) why = differs_i64(f, "n_items", want->n_items, "n_items");
     if (!why) why = differs_i64(f, "dim", want->dim, "embedding width");
     char *hash = why ? NULL : h5io_attr_read_str(f, "/", "embedding_hash");
@@ -107,6 +133,7 @@ static void write_sids(const char *path, const SidMeta *m, const char *dataset_p
     h5io_attr_write_f64(f, "/", "tol", m->tol);
     h5io_attr_write_i64(f, "/", "seed", m->seed);
     h5io_attr_write_i64(f, "/", "normalize_residuals", m->normalize_residuals);
+    h5io_attr_write_str(f, "/", "method", method_words[m->method]);
     h5io_attr_write_i64(f, "/", "n_items", m->n_items);
     h5io_attr_write_i64(f, "/", "dim", m->dim);
     h5io_attr_write_str(f, "/", "embedding_hash", m->hash_text);
@@ -123,13 +150,16 @@ static void log_report(const RkmeansReport *rep, const SidMeta *m) {
     for (int l = 0; l < rep->levels; l++) {
         const RkmeansLevelReport *lr = &rep->level[l];
         blas += lr->sgemm_seconds;
+        char *how = m->method != SID_RKMEANS ? xsprintf("%s codes", method_words[m->method])
+                    : xsprintf("%d Lloyd iterations, %.3f s (k-means++ %.3f s, %.4f s per iteration), sgemm %.0f%%%s",
+                               lr->iters_run, lr->seconds, lr->init_seconds, per_iteration(lr),
+                               100.0 * lr->sgemm_seconds / (lr->seconds > 0 ? lr->seconds : 1),
+                               lr->used < m->codebook[l] ? " (unused codes: fewer distinct residuals than codes)" : "");
         log_info("sid: level %d: %d/%d codes used, largest cluster %lld items, entropy %.3f bits (%.3f of log2 %d); "
-                 "error %.5g -> %.5g; %d Lloyd iterations, %.3f s (k-means++ %.3f s, %.4f s per iteration), "
-                 "sgemm %.0f%%%s",
+                 "error %.5g -> %.5g; %s",
                  l + 1, lr->used, m->codebook[l], (long long)lr->largest, lr->entropy_bits, lr->entropy_ratio,
-                 m->codebook[l], lr->sq_error_before, lr->sq_error_after, lr->iters_run, lr->seconds,
-                 lr->init_seconds, per_iteration(lr), 100.0 * lr->sgemm_seconds / (lr->seconds > 0 ? lr->seconds : 1),
-                 lr->used < m->codebook[l] ? " (unused codes: fewer distinct residuals than codes)" : "");
+                 m->codebook[l], lr->sq_error_before, lr->sq_error_after, how);
+        free(how);
     }
     log_info("sid: collisions: %lld distinct tuples for %lld items, largest group %lld, %.2f%% of items have a unique "
              "tuple", (long long)rep->n_tuples, (long long)rep->n_items, (long long)rep->largest_group,
@@ -173,6 +203,7 @@ static json_t *report_json(const RkmeansReport *rep, const SidMeta *m, const cha
     json_object_set_new(root, "dim", json_integer(m->dim));
     json_object_set_new(root, "ranks", json_integer(comm_size()));
     json_object_set_new(root, "blas", json_string(comm_blas_info()));
+    json_object_set_new(root, "method", json_string(method_words[m->method]));
     json_object_set_new(root, "levels", json_integer(m->levels));
     json_object_set_new(root, "codebook", cb);
     json_object_set_new(root, "iters", json_integer(m->iters));
@@ -205,6 +236,111 @@ static void write_report(const char *run_dir, const RkmeansReport *rep, const Si
     comm_fail_if_any(err);
 }
 
+/* ---------------------------------------------------------------- random and LSH codes */
+
+void sid_random_codes(int64_t lo, int64_t n_local, int levels, const int *codebook, uint64_t seed, int32_t *codes) {
+    for (int64_t i = 0; i < n_local; i++)
+        for (int l = 0; l < levels; l++)
+            codes[i * levels + l] = (int32_t)rng_below(seed, 0x51d0000ULL + (uint64_t)l, (uint64_t)(lo + i), (uint64_t)codebook[l]);
+}
+
+#define FIXED_SCALE 4294967296.0 /* 2^32: sums of |x| <= 1 over 2^31 rows fit an int64 exactly */
+
+/* Collective. sums[k * dim + c] = sum over the items with group[i] == k of x[i][c], in fixed
+ * point summed over ranks: the same bits for every rank count. count[k] = items in group k. */
+static void fixed_group_sums(const float *x, int64_t n_local, int dim, const int32_t *group, int stride, int K,
+                             double *sums, int64_t *count) {
+    int64_t *acc = xcalloc((size_t)K * (dim + 1), sizeof(int64_t));
+    for (int64_t i = 0; i < n_local; i++) {
+        int64_t *row = acc + (size_t)group[i * stride] * (dim + 1);
+        for (int c = 0; c < dim; c++) row[c] += llround((double)x[(size_t)i * dim + c] * FIXED_SCALE);
+        row[dim]++;
+    }
+    for (int64_t off = 0, n = (int64_t)K * (dim + 1); off < n; off += 1 << 28)
+        comm_sum_i64(acc + off, (int)(n - off < (1 << 28) ? n - off : 1 << 28));
+    for (int k = 0; k < K; k++) {
+        for (int c = 0; c < dim; c++) sums[(size_t)k * dim + c] = (double)acc[(size_t)k * (dim + 1) + c] / FIXED_SCALE;
+        count[k] = acc[(size_t)k * (dim + 1) + dim];
+    }
+    free(acc);
+}
+
+void sid_lsh_codes(const float *x, int64_t n_local, int dim, int levels, const int *codebook, uint64_t seed,
+                   int32_t *codes) {
+    double *mean = xmalloc(sizeof(double) * (size_t)dim);
+    int64_t n;
+    int32_t zero = 0;
+    fixed_group_sums(x, n_local, dim, &zero, 0, 1, mean, &n);
+    for (int c = 0; c < dim; c++) mean[c] /= (double)(n ? n : 1);
+    int bits_max = 0;
+    for (int l = 0; l < levels; l++) bits_max += (int)lround(log2((double)codebook[l]));
+    double *w = xmalloc(sizeof(double) * (size_t)bits_max * dim); /* hyperplane normals, level after level */
+    for (int64_t j = 0; j < (int64_t)bits_max * dim; j++) w[j] = rng_normal(seed, 0x15b0000ULL, (uint64_t)j);
+    for (int64_t i = 0; i < n_local; i++) {
+        const float *xi = x + (size_t)i * dim;
+        const double *wb = w;
+        for (int l = 0; l < levels; l++) {
+            int bits = (int)lround(log2((double)codebook[l])), code = 0;
+            for (int b = 0; b < bits; b++, wb += dim) {
+                double p = 0; /* a plain loop: the same bits whatever the rank holds */
+                for (int c = 0; c < dim; c++) p += wb[c] * ((double)xi[c] - mean[c]);
+                code |= (p > 0) << b;
+            }
+            codes[i * levels + l] = code;
+        }
+    }
+    free(w);
+    free(mean);
+}
+
+void sid_residual_centroids(const float *x, int64_t n_local, int dim, int levels, const int *codebook,
+                            const int32_t *codes, float **centroids, double *sq_error) {
+    float *r = xmalloc(sizeof(float) * (size_t)(n_local * dim + 1));
+    memcpy(r, x, sizeof(float) * (size_t)(n_local * dim));
+    double sq[2];
+    int64_t n = n_local;
+    comm_sum_i64(&n, 1);
+    for (int l = 0; l <= levels; l++) {
+        sq[0] = 0;
+        for (int64_t j = 0; j < n_local * dim; j++) sq[0] += (double)r[j] * r[j];
+        comm_sum_double(sq, 1);
+        sq_error[l] = sq[0] / (double)(n ? n : 1);
+        if (l == levels) break;
+        int K = codebook[l];
+        double *sums = xmalloc(sizeof(double) * (size_t)K * dim);
+        int64_t *count = xmalloc(sizeof(int64_t) * (size_t)K);
+        fixed_group_sums(r, n_local, dim, codes + l, levels, K, sums, count);
+        centroids[l] = xmalloc(sizeof(float) * (size_t)K * dim);
+        for (int64_t j = 0; j < (int64_t)K * dim; j++) centroids[l][j] = count[j / dim] ? (float)(sums[j] / count[j / dim]) : 0.0f;
+        for (int64_t i = 0; i < n_local; i++)
+            for (int c = 0; c < dim; c++) r[(size_t)i * dim + c] -= centroids[l][(size_t)codes[i * levels + l] * dim + c];
+        free(sums);
+        free(count);
+    }
+    free(r);
+}
+
+/* Collective. Codes and centroids of this rank's rows x by m->method, and the report. */
+static void make_codes(const float *x, int64_t lo, int64_t n_local, const SidMeta *m, int32_t *codes, float **centroids,
+                       RkmeansReport *rep) {
+    if (m->method == SID_RKMEANS) {
+        RkmeansOptions o = {.levels = m->levels, .iters = m->iters, .tol = m->tol, .seed = (uint64_t)m->seed,
+                            .normalize_residuals = m->normalize_residuals};
+        memcpy(o.codebook, m->codebook, sizeof o.codebook);
+        rkmeans_fit(x, n_local, m->n_items, m->dim, &o, codes, centroids, rep);
+        return;
+    }
+    double t0 = comm_wtime(), sq[SID_MAX_LEVELS + 1];
+    if (m->method == SID_RANDOM) sid_random_codes(lo, n_local, m->levels, m->codebook, (uint64_t)m->seed, codes);
+    else sid_lsh_codes(x, n_local, m->dim, m->levels, m->codebook, (uint64_t)m->seed, codes);
+    sid_residual_centroids(x, n_local, m->dim, m->levels, m->codebook, codes, centroids, sq);
+    memset(rep, 0, sizeof *rep);
+    rkmeans_code_stats(codes, n_local, m->levels, m->codebook, rep);
+    rep->sq_error_before = sq[0];
+    for (int l = 0; l < m->levels; l++) rep->level[l].sq_error_before = sq[l], rep->level[l].sq_error_after = sq[l + 1];
+    rep->seconds = comm_wtime() - t0;
+}
+
 int sid_stage_run(const CarConfig *cfg) {
     if (cfg->sid.levels == 0) {
         log_info("sid: sid.levels = 0: no semantic IDs (UID-only baseline), stage skipped");
@@ -220,6 +356,7 @@ int sid_stage_run(const CarConfig *cfg) {
     m.tol = cfg->sid.tol;
     m.seed = cfg->sid.seed;
     m.normalize_residuals = cfg->sid.normalize_residuals;
+    m.method = cfg->sid.method;
     m.n_items = ds.n_items;
     m.dim = ds.dim;
     for (int l = 0; l < m.levels; l++) {
@@ -227,6 +364,9 @@ int sid_stage_run(const CarConfig *cfg) {
         if (m.codebook[l] > ds.n_items)
             comm_fail("key 'sid.codebook' = %d at level %d exceeds the %lld items of %s", m.codebook[l], l + 1,
                       (long long)ds.n_items, cfg->data.path);
+        if (m.method == SID_LSH && (m.codebook[l] & (m.codebook[l] - 1)) != 0)
+            comm_fail("key 'sid.codebook' = %d at level %d: sid.method = lsh needs a power of two (log2 K sign bits)",
+                      m.codebook[l], l + 1);
         size_t used = strlen(m.codebook_text);
         snprintf(m.codebook_text + used, sizeof m.codebook_text - used, "%s%d", l ? "," : "", m.codebook[l]);
     }
@@ -252,15 +392,12 @@ int sid_stage_run(const CarConfig *cfg) {
         return 0;
     }
     if (why) log_info("sid: recomputing %s: %s", path, why);
-    log_info("sid: residual k-means of %lld items x %d dims, %d levels, codebook %s, seed %lld, %d ranks",
+    log_info("sid: %s codes of %lld items x %d dims, %d levels, codebook %s, seed %lld, %d ranks", method_words[m.method],
              (long long)m.n_items, m.dim, m.levels, m.codebook_text, (long long)m.seed, comm_size());
-    RkmeansOptions o = {.levels = m.levels, .iters = m.iters, .tol = m.tol, .seed = (uint64_t)m.seed,
-                        .normalize_residuals = m.normalize_residuals};
-    memcpy(o.codebook, m.codebook, sizeof o.codebook);
     int32_t *codes = xmalloc(sizeof(int32_t) * (size_t)((hi - lo) * m.levels + 1));
     float *centroids[RKMEANS_MAX_LEVELS] = {0};
     RkmeansReport rep;
-    rkmeans_fit(x, hi - lo, m.n_items, m.dim, &o, codes, centroids, &rep);
+    make_codes(x, lo, hi - lo, &m, codes, centroids, &rep);
     write_sids(path, &m, cfg->data.path, lo, hi - lo, codes, centroids);
     log_report(&rep, &m);
     write_report(cfg->run.dir, &rep, &m, cfg->data.path);
