@@ -20,6 +20,19 @@ void eval_options_from_config(EvalOptions *o, const CarConfig *cfg);
 /* Collective. Ranks the split's target of every user in users (this rank's slice) and sums
  * the metrics over all ranks into out. */
 void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out);
+/* Per-user ranks, for paired tests between runs: run_dir/ranks_valid.bin and ranks_test.bin hold
+ * one little-endian int32 per user of the dataset, in its user order (/users/offsets): the
+ * 0-based rank of the user's target among all items (the items scoring above it, ties against
+ * it, as in the metrics), n_items for a target a decoder did not return at all, -1 for a user
+ * without a target in the split. Identical for every rank count. */
+/* Collective. eval_split, and rank 0 writes the ranks of every user's target to
+ * eval_ranks_path(run_dir, split). */
+void eval_split_write_ranks(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out,
+                            const char *run_dir);
+/* Collective. Rank 0 writes rank[0..n_users) (its own array; other ranks' rank may be NULL)
+ * atomically (a temporary name, then a rename); fails the job cleanly if it cannot. */
+void eval_write_ranks(const char *run_dir, Split split, const int32_t *rank, int64_t n_users);
+char *eval_ranks_path(const char *run_dir, Split split); /* allocated */
 /* Collective. The popularity baseline: every item scored by how often it occurs in the
  * training parts of all users (ties count against the target, as everywhere). */
 void eval_popularity(const UserSlice *users, int64_t n_items, Split split, const EvalOptions *o, MetricSums *out);

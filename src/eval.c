@@ -1,6 +1,8 @@
 #include "eval.h"
 #include "comm.h"
 #include "util.h"
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +65,10 @@ static void mark_history(uint8_t *skip, const int32_t *hist, int n, int32_t targ
         if (hist[k] != target && hist[k] >= lo && hist[k] < lo + nv) skip[hist[k] - lo] = (uint8_t)set;
 }
 
-void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out) {
+/* eval_split, and on rank 0 user_rank[u] = the rank of global user u's target (NULL on every
+ * rank: not kept; non-NULL on every rank: kept, only rank 0's is filled). */
+static void rank_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out,
+                       int32_t *user_rank) {
     Histories h;
     collect(users, split, o->max_history, 0, &h);
     int d = m->spec.d_model, Bmax = o->batch_size, P = comm_size();
@@ -74,6 +79,7 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
     float *Hg = xmalloc(sizeof(float) * (size_t)P * Bmax * (size_t)d);
     int32_t *tg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax), *lg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax);
     int32_t *len32 = xmalloc(sizeof(int32_t) * (size_t)Bmax), *hg = NULL;
+    int64_t *sg = user_rank ? xmalloc(sizeof(int64_t) * (size_t)P * Bmax) : NULL; /* global user of each row */
     int64_t *hoff = xmalloc(sizeof(int64_t) * ((size_t)P * Bmax + 1)), *above = xmalloc(sizeof(int64_t) * (size_t)Bmax);
     float *scores = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)(nv ? nv : 1)), *ts = xmalloc(sizeof(float) * (size_t)Bmax);
     uint8_t *skip = o->filter_history ? xcalloc((size_t)(nv ? nv : 1), 1) : NULL;
@@ -89,6 +95,7 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
         for (int r = 0; r < P; r++) G += rows_of[r];
         comm_allgatherv_counted(H, rows_of, Hg, (int64_t)d * sizeof(float));
         comm_allgatherv_counted(h.target + first, rows_of, tg, sizeof(int32_t));
+        if (sg) comm_allgatherv_counted(h.sample + first, rows_of, sg, sizeof(int64_t));
         if (skip) { /* the histories travel too: every item shard filters its own items */
             for (int b = 0; b < B; b++) len32[b] = h.len[first + b];
             comm_allgatherv_counted(len32, rows_of, lg, sizeof(int32_t));
@@ -117,13 +124,52 @@ void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions
             }
             comm_sum_i64(above, gb); /* the rank of each target among all items */
             if (comm_rank() == 0)
-                for (int b = 0; b < gb; b++) metrics_add(out, above[b]);
+                for (int b = 0; b < gb; b++) {
+                    metrics_add(out, above[b]);
+                    if (sg) user_rank[sg[g0 + b]] = (int32_t)above[b];
+                }
         }
     }
     metrics_reduce(out);
     free(rows_of); free(items_of); free(H); free(Hg); free(tg); free(lg); free(len32); free(hg); free(hoff);
-    free(above); free(scores); free(ts); free(skip);
+    free(above); free(scores); free(ts); free(skip); free(sg);
     histories_free(&h);
+}
+
+void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out) {
+    rank_split(m, users, split, o, out, NULL);
+}
+
+char *eval_ranks_path(const char *run_dir, Split split) {
+    return xsprintf("%s/ranks_%s.bin", run_dir, split == SPLIT_VALID ? "valid" : split == SPLIT_TEST ? "test" : "train");
+}
+
+void eval_write_ranks(const char *run_dir, Split split, const int32_t *rank, int64_t n_users) {
+    char *err = NULL;
+    if (comm_rank() == 0) {
+        char *path = eval_ranks_path(run_dir, split), *partial = xsprintf("%s.partial", path);
+        FILE *f = fopen(partial, "wb");
+        int ok = f && fwrite(rank, sizeof(int32_t), (size_t)n_users, f) == (size_t)n_users;
+        if (f && fclose(f) != 0) ok = 0;
+        if (!ok || rename(partial, path) != 0) {
+            err = xsprintf("%s: cannot write: %s", path, strerror(errno));
+            remove(partial);
+        }
+        free(path); free(partial);
+    }
+    comm_fail_if_any(err);
+    free(err);
+}
+
+void eval_split_write_ranks(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out,
+                            const char *run_dir) {
+    int64_t n_users = users->hi - users->lo;
+    comm_sum_i64(&n_users, 1); /* the slices of all ranks cover the users */
+    int32_t *rank = xmalloc(sizeof(int32_t) * (size_t)(n_users + 1)); /* on every rank: non-NULL makes all gather */
+    for (int64_t u = 0; u < n_users; u++) rank[u] = -1; /* no target in this split */
+    rank_split(m, users, split, o, out, rank);
+    eval_write_ranks(run_dir, split, rank, n_users);
+    free(rank);
 }
 
 double eval_loss(Model *m, const UserSlice *users, Split split, const EvalOptions *o) {
