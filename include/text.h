@@ -6,7 +6,8 @@
  *      (FNV-1a 64) into 2^hash_bits buckets;
  *   2. document frequency summed over ranks; features in >= min_df items are the vocabulary,
  *      numbered in bucket order (the same on every rank);
- *   3. TF-IDF: (1 + log tf) * (log((1 + N) / (1 + df)) + 1), rows L2-normalised;
+ *   3. TF-IDF: (1 + log tf) * (log((1 + N) / (1 + df)) + 1), rows L2-normalised (with field
+ *      weights, tf sums the weights of the occurrences: text_tfidf_fields);
  *   4. randomized truncated SVD (range finder with s = dim + oversample Gaussian directions
  *      drawn from (seed, term, column), power_iters subspace iterations, Gram-eigen
  *      orthonormalisation done twice), all reductions in double;
@@ -56,6 +57,9 @@ char *text_encoder_check(const TextEncoderOptions *o);
  * out: n_local x dim, rows of unit norm. rep (may be NULL) is filled on every rank. */
 void text_embed(char *const *texts, int64_t n_local, int64_t n_global, const TextEncoderOptions *o, float *out,
                 TextEncoderReport *rep);
+/* text_embed of the weighted fields of text_tfidf_fields. */
+void text_embed_fields(char *const *fields, int n_fields, const double *weights, int64_t n_local, int64_t n_global,
+                       const TextEncoderOptions *o, float *out, TextEncoderReport *rep);
 
 /* The TF-IDF matrix of this rank's items (CSR over the global vocabulary), steps 1-3 above. */
 typedef struct {
@@ -67,6 +71,13 @@ typedef struct {
 } TextTfidf;
 /* Collective; same contract for texts as text_embed. */
 void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const TextEncoderOptions *o, TextTfidf *m);
+/* Per-field weights: item r is the n_fields texts fields[r * n_fields + f] (NULL: empty), each
+ * occurrence of an n-gram in field f counting weights[f] (NULL: all 1) towards its term
+ * frequency tf, whose weight is then 1 + log tf from tf = 1 on and tf below it (sublinear,
+ * continuous; weight 0 drops the field, also from the document frequencies). n-grams never
+ * span two fields. One field of weight 1 is exactly text_tfidf. */
+void text_tfidf_fields(char *const *fields, int n_fields, const double *weights, int64_t n_local, int64_t n_global,
+                       const TextEncoderOptions *o, TextTfidf *m);
 void text_tfidf_free(TextTfidf *m);
 /* Collective. Steps 4-5 above on any row-sharded sparse matrix of this layout (e.g. collab's
  * PPMI matrix, whose "terms" are items): out n_rows x o->dim, rows of unit norm; only

@@ -1,5 +1,5 @@
 /* car_prep --sequences FILE --items FILE --out dataset.h5 [--dim D] [--embeddings FILE] [--seed S]
- *          [--collab-dim D --collab-weight W ...]
+ *          [--fields name[:weight],...] [--collab-dim D --collab-weight W ...]
  * Validates the raw inputs and writes the dataset file with item text embeddings, computed by
  * the built-in TF-IDF + randomized SVD encoder with items sharded over ranks, or imported;
  * optionally concatenated with a collaborative embedding of the training interactions (collab.h). */
@@ -28,12 +28,50 @@ static void usage(FILE *out) {
             "  --power-iters N    randomized SVD power iterations (default 3)\n"
             "  --min-df N         drop n-grams seen in fewer than N items (default 2)\n"
             "  --hash-bits N      n-gram hash space 2^N, 8..26 (default 20)\n"
+            "  --fields SPEC      encode these JSON fields of items.jsonl instead of \"text\", each with a weight:\n"
+            "                     name[:weight],... e.g. title:2,brand,categories,price:0.5 (a weight multiplies\n"
+            "                     the field's term counts; arrays are joined, numbers become price bands)\n"
             "  --collab-dim D     add a D-dim collaborative embedding: shifted PPMI of item co-occurrence in the\n"
             "                     users' training items (never the last two: no validation/test leakage) + SVD\n"
             "  --collab-weight W  its weight in [0, 1]: rows [sqrt(1-W) text, sqrt(W) collab] (default 0.5;\n"
             "                     1 = collaborative only)\n"
             "  --collab-window K  co-occurrence window in positions (default 3)\n"
             "  --collab-shift S   PMI shift, >= 1 (default 1: plain PPMI)\n");
+}
+
+/* --fields name[:weight],...: the JSON fields the text encoder reads, with their weights */
+#define MAX_FIELDS 16
+typedef struct {
+    int n;
+    char *names[MAX_FIELDS];
+    double weights[MAX_FIELDS];
+    char desc[256];
+} FieldSpec;
+
+static void parse_fields(const char *spec, FieldSpec *fs) {
+    char *copy = xstrdup(spec), *save = NULL;
+    fs->n = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':'), *end = NULL;
+        double w = 1;
+        if (colon) {
+            *colon = 0;
+            w = strtod(colon + 1, &end);
+            if (end == colon + 1 || *end || !(w >= 0 && w <= 100))
+                comm_fail("--fields %s: weight '%s' of field '%s' is not a number in [0, 100]", spec, colon + 1, tok);
+        }
+        int ok = *tok != 0;
+        for (const char *c = tok; *c; c++) ok &= (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+        if (!ok) comm_fail("--fields %s: '%s' is not a field name (lowercase letters, digits, _)", spec, tok);
+        if (fs->n == MAX_FIELDS) comm_fail("--fields %s: more than %d fields", spec, MAX_FIELDS);
+        for (int f = 0; f < fs->n; f++)
+            if (!strcmp(fs->names[f], tok)) comm_fail("--fields %s: field '%s' given twice", spec, tok);
+        fs->names[fs->n] = xstrdup(tok);
+        fs->weights[fs->n++] = w;
+    }
+    if (fs->n == 0) comm_fail("--fields '%s': no field named", spec);
+    snprintf(fs->desc, sizeof fs->desc, "fields %s", spec);
+    free(copy);
 }
 
 static double parse_double(const char *flag, const char *v, double lo, double hi) {
@@ -100,6 +138,7 @@ int main(int argc, char **argv) {
     text_encoder_defaults(&enc);
     CollabOptions col;
     collab_defaults(&col);
+    FieldSpec fs = {0};
     double collab_weight = 0.5;
     static struct option opts[] = {{"sequences", required_argument, 0, 's'}, {"items", required_argument, 0, 'i'},
                                    {"out", required_argument, 0, 'o'},       {"dim", required_argument, 0, 'd'},
@@ -108,7 +147,7 @@ int main(int argc, char **argv) {
                                    {"min-df", required_argument, 0, 'm'},    {"hash-bits", required_argument, 0, 'b'},
                                    {"collab-dim", required_argument, 0, 'C'}, {"collab-weight", required_argument, 0, 'W'},
                                    {"collab-window", required_argument, 0, 'K'},
-                                   {"collab-shift", required_argument, 0, 'F'},
+                                   {"collab-shift", required_argument, 0, 'F'}, {"fields", required_argument, 0, 'T'},
                                    {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     opterr = 0;
     int c;
@@ -128,6 +167,7 @@ int main(int argc, char **argv) {
         case 'W': collab_weight = parse_double("--collab-weight", optarg, 0, 1); break;
         case 'K': col.window = (int)parse_long("--collab-window", optarg, 1, 1000); break;
         case 'F': col.shift = parse_double("--collab-shift", optarg, 1, 1e6); break;
+        case 'T': parse_fields(optarg, &fs); break;
         case 'h':
             if (comm_rank() == 0) usage(stdout);
             comm_finalize();
@@ -144,7 +184,7 @@ int main(int argc, char **argv) {
 
     /* every rank reads and validates the inputs: the same error is seen everywhere */
     ItemTable items;
-    char *err = input_read_items(items_path, &items);
+    char *err = input_read_items_fields(items_path, (const char *const *)fs.names, fs.n, &items);
     if (err) comm_fail("%s", err);
     Sequences seq;
     if ((err = input_read_sequences(seq_path, items.n_items, items_path, &seq))) comm_fail("%s", err);
@@ -172,11 +212,14 @@ int main(int argc, char **argv) {
         dim = enc.dim;
         emb = xmalloc(sizeof(float) * (size_t)((hi - lo) * dim + 1));
         TextEncoderReport rep;
-        text_embed(items.texts + lo, hi - lo, items.n_items, &enc, emb, &rep);
+        if (fs.n)
+            text_embed_fields(items.fields + lo * fs.n, fs.n, fs.weights, hi - lo, items.n_items, &enc, emb, &rep);
+        else
+            text_embed(items.texts + lo, hi - lo, items.n_items, &enc, emb, &rep);
         snprintf(encoder, sizeof encoder,
-                 "tfidf-lsa: word 1-2 grams, hash_bits %d, min_df %d, randomized SVD dim %d oversample %d power_iters %d "
-                 "seed %llu; vocabulary %lld terms, explained variance %.4f",
-                 enc.hash_bits, enc.min_df, enc.dim, enc.oversample, enc.power_iters, (unsigned long long)enc.seed,
+                 "tfidf-lsa of %s: word 1-2 grams, hash_bits %d, min_df %d, randomized SVD dim %d oversample %d "
+                 "power_iters %d seed %llu; vocabulary %lld terms, explained variance %.4f",
+                 fs.n ? fs.desc : "text", enc.hash_bits, enc.min_df, enc.dim, enc.oversample, enc.power_iters, (unsigned long long)enc.seed,
                  (long long)rep.n_terms, rep.explained_variance);
         log_info("embeddings: %lld x %d, vocabulary %lld n-grams (df >= %d, of %lld seen), %lld non-zeros, explained "
                  "variance %.4f, %lld items without a vocabulary term (%.1fs)",
@@ -199,6 +242,7 @@ int main(int argc, char **argv) {
              comm_wtime() - t0, comm_size(), rss_mib);
     free(emb);
     item_table_free(&items);
+    for (int f = 0; f < fs.n; f++) free(fs.names[f]);
     sequences_free(&seq);
     comm_finalize();
     return 0;

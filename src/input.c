@@ -2,6 +2,7 @@
 #include "util.h"
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,11 @@ void item_table_free(ItemTable *t) {
     for (int64_t i = 0; i < t->n_items; i++) {
         if (t->texts) free(t->texts[i]);
         if (t->leaf) free(t->leaf[i]);
+        for (int f = 0; t->fields && f < t->n_fields; f++) free(t->fields[i * t->n_fields + f]);
     }
     free(t->texts);
     free(t->leaf);
+    free(t->fields);
     memset(t, 0, sizeof *t);
 }
 
@@ -42,8 +45,41 @@ static char *nul_in_line(const char *path, int64_t lineno, const char *line, ssi
     return xsprintf("%s:%lld: NUL byte in the line (not a text file?)", path, (long long)lineno);
 }
 
-/* One record: its id and text (and leaf category) or an error. */
-static char *parse_item(const char *path, int64_t lineno, const char *line, int64_t *id, char **text, char **leaf) {
+/* A JSON value as text for the encoder: a string as it is, arrays joined with ", " (nested ones
+ * flattened), a number as its price band "price band N" (N = floor(log2(value)), so items of
+ * similar prices share a term), anything else (null, missing) NULL. */
+static void append_value(json_t *v, char **out, size_t *len) {
+    char band[48];
+    const char *piece = NULL;
+    if (json_is_string(v)) piece = json_string_value(v);
+    else if (json_is_number(v) && json_number_value(v) > 0) {
+        snprintf(band, sizeof band, "price band %d", (int)floor(log2(json_number_value(v))));
+        piece = band;
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) append_value(json_array_get(v, i), out, len);
+        return;
+    }
+    if (!piece || blank(piece)) return;
+    size_t n = strlen(piece);
+    *out = xrealloc(*out, *len + n + 3);
+    if (*len) { memcpy(*out + *len, ", ", 2); *len += 2; }
+    memcpy(*out + *len, piece, n + 1);
+    *len += n;
+}
+
+static char *field_text(json_t *obj, const char *name) {
+    char *out = NULL;
+    size_t len = 0;
+    append_value(json_object_get(obj, name), &out, &len);
+    return out;
+}
+
+/* The fields an ItemTable holds besides text (names, n_names). */
+typedef struct { const char *const *names; int n; } FieldNames;
+
+/* One record: its id and text (and leaf category, and the named fields) or an error. */
+static char *parse_item(const char *path, int64_t lineno, const char *line, const FieldNames *fn, int64_t *id,
+                        char **text, char **leaf, char ***fields) {
     json_error_t jerr;
     json_t *obj = json_loads(line, 0, &jerr);
     if (!obj) return xsprintf("%s:%lld: invalid JSON: %s", path, (long long)lineno, printable(jerr.text));
@@ -62,6 +98,8 @@ static char *parse_item(const char *path, int64_t lineno, const char *line, int6
         size_t n = json_is_array(cats) ? json_array_size(cats) : 0;
         json_t *last = n ? json_array_get(cats, n - 1) : NULL;
         *leaf = json_is_string(last) ? xstrdup(json_string_value(last)) : NULL;
+        *fields = fn->n ? xmalloc(sizeof(char *) * (size_t)fn->n) : NULL;
+        for (int f = 0; f < fn->n; f++) (*fields)[f] = field_text(obj, fn->names[f]);
     }
     json_decref(obj);
     return err;
@@ -69,7 +107,14 @@ static char *parse_item(const char *path, int64_t lineno, const char *line, int6
 
 /* One record as read. The table is built once every line is in, so memory follows the number
  * of records, not the largest id: a single line with item_id 10^8 must not cost gigabytes. */
-typedef struct { int64_t id, line; char *text, *leaf; } ItemRecord;
+typedef struct { int64_t id, line; char *text, *leaf, **fields; } ItemRecord;
+
+static void record_free(ItemRecord *r, int n_fields) {
+    free(r->text);
+    free(r->leaf);
+    for (int f = 0; r->fields && f < n_fields; f++) free(r->fields[f]);
+    free(r->fields);
+}
 
 static int cmp_record(const void *a, const void *b) {
     const ItemRecord *x = a, *y = b;
@@ -78,7 +123,7 @@ static int cmp_record(const void *a, const void *b) {
 }
 
 /* Appends the records of the file to *recs (*n of them) until the first bad line. */
-static char *read_item_records(const char *path, FILE *f, ItemRecord **recs, int64_t *n) {
+static char *read_item_records(const char *path, FILE *f, const FieldNames *fn, ItemRecord **recs, int64_t *n) {
     int64_t cap = 0, lineno = 0;
     char *line = NULL, *err = NULL;
     size_t line_cap = 0;
@@ -87,11 +132,11 @@ static char *read_item_records(const char *path, FILE *f, ItemRecord **recs, int
         lineno++;
         if ((err = nul_in_line(path, lineno, line, len))) break;
         if (blank(line)) continue;
-        ItemRecord r = {0, lineno, NULL, NULL};
-        if ((err = parse_item(path, lineno, line, &r.id, &r.text, &r.leaf))) break;
+        ItemRecord r = {0, lineno, NULL, NULL, NULL};
+        if ((err = parse_item(path, lineno, line, fn, &r.id, &r.text, &r.leaf, &r.fields))) break;
         if (r.id < 1 || r.id > 100000000) {
             err = xsprintf("%s:%lld: item_id %lld out of range (ids start at 1)", path, (long long)lineno, (long long)r.id);
-            free(r.text); free(r.leaf);
+            record_free(&r, fn->n);
             break;
         }
         if (*n == cap) *recs = xrealloc(*recs, sizeof(ItemRecord) * (size_t)(cap = cap ? 2 * cap : 1024));
@@ -119,13 +164,16 @@ static char *check_item_ids(const char *path, const ItemRecord *recs, int64_t n,
     return n ? NULL : xsprintf("%s: no items", path);
 }
 
-char *input_read_items(const char *path, ItemTable *out) {
+char *input_read_items(const char *path, ItemTable *out) { return input_read_items_fields(path, NULL, 0, out); }
+
+char *input_read_items_fields(const char *path, const char *const *names, int n_names, ItemTable *out) {
     memset(out, 0, sizeof *out);
+    FieldNames fn = {names, n_names};
     FILE *f = fopen(path, "r");
     if (!f) return xsprintf("%s: cannot open items file: %s", path, strerror(errno));
     ItemRecord *recs = NULL;
     int64_t n = 0;
-    char *err = read_item_records(path, f, &recs, &n);
+    char *err = read_item_records(path, f, &fn, &recs, &n);
     fclose(f);
     if (n) qsort(recs, (size_t)n, sizeof *recs, cmp_record);
     char *id_err = check_item_ids(path, recs, n, err == NULL);
@@ -134,9 +182,16 @@ char *input_read_items(const char *path, ItemTable *out) {
         out->n_items = n;
         out->texts = xmalloc(sizeof(char *) * (size_t)n);
         out->leaf = xmalloc(sizeof(char *) * (size_t)n);
-        for (int64_t i = 0; i < n; i++) { out->texts[i] = recs[i].text; out->leaf[i] = recs[i].leaf; }
+        out->n_fields = n_names;
+        out->fields = n_names ? xmalloc(sizeof(char *) * (size_t)(n * n_names)) : NULL;
+        for (int64_t i = 0; i < n; i++) {
+            out->texts[i] = recs[i].text;
+            out->leaf[i] = recs[i].leaf;
+            for (int f = 0; f < n_names; f++) out->fields[i * n_names + f] = recs[i].fields[f];
+            free(recs[i].fields);
+        }
     } else
-        for (int64_t i = 0; i < n; i++) { free(recs[i].text); free(recs[i].leaf); }
+        for (int64_t i = 0; i < n; i++) record_free(&recs[i], n_names);
     free(recs);
     return err;
 }

@@ -163,7 +163,25 @@ static void sum_double_big(double *buf, int64_t n) {
         comm_sum_double(buf + off, (int)(n - off < (1 << 26) ? n - off : (1 << 26)));
 }
 
+/* The weighted term frequency of one item: every field's n-gram buckets (sorted), each
+ * occurrence counting the field's weight; out: distinct buckets and their summed weights. */
+typedef struct { uint32_t bucket; float weight; } WeightedId;
+
+static int cmp_weighted(const void *a, const void *b) {
+    const WeightedId *x = a, *y = b;
+    return (x->bucket > y->bucket) - (x->bucket < y->bucket);
+}
+
+/* tf -> the TF part of the weight: 1 + log tf (sublinear) from tf = 1 on, tf itself below
+ * (a field weighted under 1): continuous, 0 for weight 0 */
+static double tf_weight(double tf) { return tf >= 1 ? 1.0 + log(tf) : tf; }
+
 void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const TextEncoderOptions *o, TextTfidf *m) {
+    text_tfidf_fields(texts, 1, NULL, n_local, n_global, o, m);
+}
+
+void text_tfidf_fields(char *const *fields, int n_fields, const double *weights, int64_t n_local, int64_t n_global,
+                       const TextEncoderOptions *o, TextTfidf *m) {
     double t0 = comm_wtime();
     memset(m, 0, sizeof *m);
     m->n_rows = n_local;
@@ -171,29 +189,41 @@ void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const Tex
     const int bits = o->hash_bits;
     const int64_t n_buckets = (int64_t)1 << bits;
 
-    /* 1. distinct buckets of each text with their counts (CSR) */
+    /* 1. distinct buckets of each item with their weighted counts (CSR) */
     int64_t cap = 1024, used = 0;
     uint32_t *bucket = xmalloc(sizeof(uint32_t) * (size_t)cap);
-    int32_t *count = xmalloc(sizeof(int32_t) * (size_t)cap);
+    double *count = xmalloc(sizeof(double) * (size_t)cap);
     m->row_ptr = xmalloc(sizeof(int64_t) * (size_t)(n_local + 1));
     m->row_ptr[0] = 0;
     Scratch sc = {0};
+    WeightedId *all = NULL;
+    size_t all_cap = 0;
     int64_t n_tokens = 0;
     for (int64_t r = 0; r < n_local; r++) {
-        int64_t n = text_ngrams(texts[r], bits, &sc);
+        int64_t n = 0;
+        for (int f = 0; f < n_fields; f++) { /* n-grams never span two fields */
+            double w = weights ? weights[f] : 1.0;
+            if (w <= 0) continue;
+            int64_t k = text_ngrams(fields[r * n_fields + f], bits, &sc);
+            if ((size_t)(n + k) > all_cap) all = xrealloc(all, sizeof(WeightedId) * (all_cap = 2 * (size_t)(n + k)));
+            for (int64_t q = 0; q < k; q++) all[n + q] = (WeightedId){sc.ids[q], (float)w};
+            n += k;
+        }
+        if (n_fields > 1) qsort(all, (size_t)n, sizeof *all, cmp_weighted);
         n_tokens += n;
         if (used + n > cap) {
             while (used + n > cap) cap *= 2;
             bucket = xrealloc(bucket, sizeof(uint32_t) * (size_t)cap);
-            count = xrealloc(count, sizeof(int32_t) * (size_t)cap);
+            count = xrealloc(count, sizeof(double) * (size_t)cap);
         }
         for (int64_t k = 0; k < n; k++) {
-            if (k > 0 && sc.ids[k] == sc.ids[k - 1]) { count[used - 1]++; continue; }
-            bucket[used] = sc.ids[k];
-            count[used++] = 1;
+            if (k > 0 && all[k].bucket == all[k - 1].bucket) { count[used - 1] += all[k].weight; continue; }
+            bucket[used] = all[k].bucket;
+            count[used++] = all[k].weight;
         }
         m->row_ptr[r + 1] = used;
     }
+    free(all);
     free(sc.chars);
     free(sc.ids);
     comm_sum_i64(&n_tokens, 1);
@@ -214,7 +244,7 @@ void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const Tex
         if (term_of[b] >= 0) idf[term_of[b]] = log((1.0 + (double)n_global) / (1.0 + (double)df[b])) + 1.0;
     free(df);
 
-    /* 3. weights (1 + log tf) * idf, rows of unit norm; keeps only vocabulary terms */
+    /* 3. weights tf_weight(tf) * idf, rows of unit norm; keeps only vocabulary terms */
     m->cols = xmalloc(sizeof(int32_t) * (size_t)used);
     m->vals = xmalloc(sizeof(double) * (size_t)used);
     int64_t nnz = 0;
@@ -224,7 +254,7 @@ void text_tfidf(char *const *texts, int64_t n_local, int64_t n_global, const Tex
         for (int64_t k = m->row_ptr[r]; k < m->row_ptr[r + 1]; k++) {
             int32_t t = term_of[bucket[k]];
             if (t < 0) continue;
-            double v = (1.0 + log((double)count[k])) * idf[t];
+            double v = tf_weight(count[k]) * idf[t];
             m->cols[nnz] = t;
             m->vals[nnz++] = v;
             norm2 += v * v;
@@ -432,6 +462,11 @@ void text_lsa(const TextTfidf *m, const TextEncoderOptions *o, float *out, TextE
 
 void text_embed(char *const *texts, int64_t n_local, int64_t n_global, const TextEncoderOptions *o, float *out,
                 TextEncoderReport *rep) {
+    text_embed_fields(texts, 1, NULL, n_local, n_global, o, out, rep);
+}
+
+void text_embed_fields(char *const *fields, int n_fields, const double *weights, int64_t n_local, int64_t n_global,
+                       const TextEncoderOptions *o, float *out, TextEncoderReport *rep) {
     double t0 = comm_wtime();
     char *err = text_encoder_check(o);
     if (err) comm_fail("%s", err);
@@ -439,7 +474,7 @@ void text_embed(char *const *texts, int64_t n_local, int64_t n_global, const Tex
     if (!rep) rep = &local;
     memset(rep, 0, sizeof *rep);
     TextTfidf m;
-    text_tfidf(texts, n_local, n_global, o, &m);
+    text_tfidf_fields(fields, n_fields, weights, n_local, n_global, o, &m);
     if (m.n_terms == 0) log_warn("text encoder: no n-gram occurs in %d or more items: every item gets a random vector", o->min_df);
     text_lsa(&m, o, out, rep);
     rep->n_buckets = m.n_buckets;

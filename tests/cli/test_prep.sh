@@ -53,7 +53,26 @@ P
 )
 count_checks "$out"
 
+# --fields: the field "text" alone at weight 1 is the default encoder, bit for bit
+expect_ok "car_prep --fields text" -- $MPI "$BIN/car_prep" --sequences "$TMP/seq.txt" --items "$TMP/items.jsonl" \
+    --out "$TMP/fields.h5" --dim 4 --fields text
+out=$(/usr/bin/python3 - "$TMP" <<'P' 2>&1
+import sys, h5py, numpy as np
+t = sys.argv[1]
+a = h5py.File(t + "/ok.h5", "r")["/items/embedding"][:]
+b = h5py.File(t + "/fields.h5", "r")["/items/embedding"][:]
+print(("ok   " if np.array_equal(a, b) else "FAIL ") + "--fields text equals the default embedding bit for bit")
+P
+)
+count_checks "$out"
+
 run_prep() { $MPI "$BIN/car_prep" --sequences "$1" --items "$2" --out "$TMP/bad.h5" "${@:3}"; }
+expect_error "bad --fields weight" "car_prep: error: --fields title:x: weight 'x' of field 'title' is not a number" \
+    "$TMP/bad.h5" -- run_prep "$TMP/seq.txt" "$TMP/items.jsonl" --fields title:x
+expect_error "bad --fields name" "car_prep: error: --fields Title: 'Title' is not a field name" "$TMP/bad.h5" -- \
+    run_prep "$TMP/seq.txt" "$TMP/items.jsonl" --fields Title
+expect_error "repeated --fields name" "car_prep: error: --fields title,title: field 'title' given twice" "$TMP/bad.h5" -- \
+    run_prep "$TMP/seq.txt" "$TMP/items.jsonl" --fields title,title
 expect_error "bad --collab-weight" "car_prep: error: --collab-weight 1.5: expected a number in \[0, 1\]" "$TMP/bad.h5" -- \
     run_prep "$TMP/seq.txt" "$TMP/items.jsonl" --collab-dim 3 --collab-weight 1.5
 expect_error "missing sequences file" "car_prep: error: .*nope.txt: cannot open sequences file" "$TMP/bad.h5" -- run_prep "$TMP/nope.txt" "$TMP/items.jsonl"

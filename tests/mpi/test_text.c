@@ -219,6 +219,60 @@ static void test_tfidf_weights(void) {
     free(all);
 }
 
+/* Field weights as documented (text_tfidf_fields): an occurrence in field f counts weights[f]
+ * towards tf, tf weighs 1 + log tf from 1 on and tf below, weight 0 drops the field (from df
+ * too), n-grams never span fields, and one field of weight 1 is text_tfidf exactly. */
+static void test_field_weights(void) {
+    /* items x fields (title, brand) */
+    char *fields[] = {"alpha", "beta", "alpha", "gamma", "delta", "beta", "delta", "gamma", "alpha alpha", NULL};
+    const int n = 5, nf = 2;
+    int64_t lo, hi;
+    my_block(n, &lo, &hi);
+    TextEncoderOptions o;
+    text_encoder_defaults(&o);
+    o.min_df = 1;
+    double wts[2] = {2.0, 0.5};
+    TextTfidf m;
+    text_tfidf_fields(fields + lo * nf, nf, wts, hi - lo, n, &o, &m);
+    /* alpha, beta, gamma, delta, "alpha alpha"; no "alpha beta": n-grams never span fields */
+    CHECK(m.n_terms == 5);
+    double *a = dense_tfidf(&m, n);
+    int64_t T = m.n_terms, alpha = -1, beta = -1, pair = -1;
+    for (int64_t t = 0; t < T; t++) {
+        int in0 = a[0 * T + t] > 0, in1 = a[1 * T + t] > 0, in2 = a[2 * T + t] > 0, in4 = a[4 * T + t] > 0;
+        if (in0 && in1 && in4) alpha = t;
+        if (in0 && in2 && !in1) beta = t;
+        if (in4 && !in0) pair = t;
+    }
+    CHECK(alpha >= 0 && beta >= 0 && pair >= 0);
+    if (alpha >= 0 && beta >= 0 && pair >= 0) {
+        double idf1 = log(6.0 / 2.0) + 1, idf2 = log(6.0 / 3.0) + 1, idf3 = log(6.0 / 4.0) + 1;
+        /* row 0: alpha tf 2 (title), beta tf 0.5 (brand): 1 + log 2 and 0.5 */
+        CHECK_CLOSE(a[0 * T + alpha] / a[0 * T + beta], (1 + log(2.0)) * idf3 / (0.5 * idf2), 1e-9);
+        /* row 4: alpha twice in the title, tf 4; the bigram once, tf 2 */
+        CHECK_CLOSE(a[4 * T + alpha] / a[4 * T + pair], (1 + log(4.0)) * idf3 / ((1 + log(2.0)) * idf1), 1e-9);
+    }
+    free(a);
+    text_tfidf_free(&m);
+    /* weight 0: the brand field is gone, from the document frequencies too */
+    double no_brand[2] = {1.0, 0.0};
+    text_tfidf_fields(fields + lo * nf, nf, no_brand, hi - lo, n, &o, &m);
+    CHECK(m.n_terms == 3); /* alpha, delta, "alpha alpha" */
+    text_tfidf_free(&m);
+    /* one field of weight 1 = text_tfidf, bit for bit */
+    char *texts[] = {"Red apple", "red APPLE!", "green apple", "Green pear, red apple", "", "!!! ...", "apple apple"};
+    my_block(7, &lo, &hi);
+    TextTfidf x, y;
+    double one = 1.0;
+    text_tfidf(texts + lo, hi - lo, 7, &o, &x);
+    text_tfidf_fields(texts + lo, 1, &one, hi - lo, 7, &o, &y);
+    CHECK(x.n_terms == y.n_terms && x.row_ptr[x.n_rows] == y.row_ptr[y.n_rows]);
+    CHECK(memcmp(x.vals, y.vals, sizeof(double) * (size_t)x.row_ptr[x.n_rows]) == 0);
+    CHECK(memcmp(x.cols, y.cols, sizeof(int32_t) * (size_t)x.row_ptr[x.n_rows]) == 0);
+    text_tfidf_free(&x);
+    text_tfidf_free(&y);
+}
+
 /* Symbols separate words (® ™ en dash, no-break space), Latin-1 capitals lowercase, other
  * letters stay word characters, invalid UTF-8 separates. */
 static void test_unicode_tokens(void) {
@@ -499,6 +553,7 @@ int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_text");
     RUN_TEST(test_options_check);
     RUN_TEST(test_tfidf_weights);
+    RUN_TEST(test_field_weights);
     RUN_TEST(test_unicode_tokens);
     RUN_TEST(test_planted_exact);
     RUN_TEST(test_planted_randomized);

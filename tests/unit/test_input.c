@@ -24,6 +24,33 @@ static void test_items_parse(void) {
     free(p);
 }
 
+/* Fields as text: strings as they are, arrays joined (nested flattened), numbers as price bands,
+ * null and absent NULL. */
+static void test_item_fields(void) {
+    char *p = check_tmp_file("{\"item_id\": 1, \"text\": \"t\", \"title\": \"Red Nail\", \"price\": 12.0, "
+                             "\"category_paths\": [[\"Beauty\", \"Nails\"], [\"Gift\"]], \"brand\": null}\n"
+                             "{\"item_id\": 2, \"text\": \"u\", \"price\": 0.7, \"title\": [\"\", \"x\"]}\n");
+    const char *names[] = {"title", "price", "category_paths", "brand"};
+    ItemTable t;
+    char *err = input_read_items_fields(p, names, 4, &t);
+    CHECK_MSG(err == NULL, "%s", err);
+    CHECK(t.n_fields == 4 && t.n_items == 2);
+    if (!err) {
+        char **f = t.fields;
+        CHECK(f[0] && strcmp(f[0], "Red Nail") == 0);
+        CHECK(f[1] && strcmp(f[1], "price band 3") == 0); /* floor(log2 12) */
+        CHECK(f[2] && strcmp(f[2], "Beauty, Nails, Gift") == 0);
+        CHECK(f[3] == NULL);
+        CHECK(f[4] && strcmp(f[4], "x") == 0); /* a blank element is skipped */
+        CHECK(f[5] && strcmp(f[5], "price band -1") == 0);
+        CHECK(f[6] == NULL && f[7] == NULL); /* absent */
+        CHECK(strcmp(t.texts[1], "u") == 0);
+    }
+    item_table_free(&t);
+    unlink(p);
+    free(p);
+}
+
 static void items_error(const char *text, const char *needle) {
     char *p = check_tmp_file(text);
     ItemTable t;
@@ -121,6 +148,7 @@ static void test_sequences_errors(void) {
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_input");
     RUN_TEST(test_items_parse);
+    RUN_TEST(test_item_fields);
     RUN_TEST(test_items_errors);
     RUN_TEST(test_items_sparse_id_memory);
     RUN_TEST(test_nul_bytes);
