@@ -425,9 +425,11 @@ static void save_checkpoint(Run *r, CheckpointState *st, int reason, int epoch, 
 }
 
 /* Collective: the split's metrics, by full ranking (car) or beam-search lists of width
- * eval.beam over the SID trie (ar). */
-static void rank_split(Run *r, Split split, MetricSums *out) {
+ * eval.beam over the SID trie (ar). ranks_dir (car, may be NULL): the per-user ranks are
+ * written there too (eval_split_write_ranks), for paired tests between runs. */
+static void rank_split(Run *r, Split split, MetricSums *out, const char *ranks_dir) {
     if (r->cfg->train.mode == MODE_AR) eval_ar_split(&r->m, &r->users, split, &r->eo, r->cfg->eval.beam, out);
+    else if (ranks_dir) eval_split_write_ranks(&r->m, &r->users, split, &r->eo, out, ranks_dir);
     else eval_split(&r->m, &r->users, split, &r->eo, out);
 }
 
@@ -445,7 +447,7 @@ static void evaluate_epoch(Run *r, Loop *lp, CheckpointState *st, int epoch, int
     }
     {
         MetricSums ms;
-        rank_split(r, SPLIT_VALID, &ms);
+        rank_split(r, SPLIT_VALID, &ms, NULL);
         score = ndcg10(&ms);
         char what[64];
         snprintf(what, sizeof what, "epoch %d valid", epoch);
@@ -599,8 +601,8 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
     const UserSlice *us = &r->users;
     json_t *valid, *test;
     MetricSums vs, ts;
-    rank_split(r, SPLIT_VALID, &vs);
-    rank_split(r, SPLIT_TEST, &ts);
+    rank_split(r, SPLIT_VALID, &vs, cfg->run.dir);
+    rank_split(r, SPLIT_TEST, &ts, cfg->run.dir);
     char what[64];
     snprintf(what, sizeof what, "best epoch %d valid", st.best_epoch);
     log_metrics(what, &vs);
