@@ -40,6 +40,8 @@ typedef struct {
     const Trie *trie;
     RecOptions o;
     Decoder dec;
+    float *scores; /* car: the item scores of a round, kept (fresh pages each round cost more than the scoring) */
+    size_t scores_cap;
 } Recommender;
 
 void recommender_init(Recommender *r, Model *m, const Trie *trie, const RecOptions *o);

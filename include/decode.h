@@ -17,6 +17,7 @@ typedef struct {
     int use_cache;
     int B;             /* users of the last prefill */
     int *hist_off;     /* (B+1) history token rows of user b: [hist_off[b], hist_off[b+1]) */
+    int hist_max;      /* the longest history in rows */
     float *kv_hist;    /* cache: (n_layers, Nh, 2d) K | V of the history rows; else (Nh, d) their inputs */
     int R, steps;      /* beams of the last step, tokens each has appended */
     int *user;         /* (R) the user of each beam */
@@ -28,7 +29,8 @@ typedef struct {
     float *kv_beam2, *work;
     size_t hist_cap, user_cap, prefix_cap, kvb_cap, user2_cap, prefix2_cap, kvb2_cap, work_cap;
     int *off;          /* no cache: (R+1) packed rows of the rerun sequences */
-    size_t off_cap;
+    float *x;          /* the step's input rows */
+    size_t off_cap, x_cap;
 } Decoder;
 
 void decoder_init(Decoder *dc, Model *m, int use_cache);

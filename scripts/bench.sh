@@ -82,3 +82,7 @@ for p in 1 2 4; do
     echo "$tag: $(echo "$line" | sed 's/^BENCH train //')"
 done
 echo "speed-up over P=1: P=2 $(awk -v a="${dp_tps[2]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}'), P=4 $(awk -v a="${dp_tps[4]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}') (oversubscribed)"
+
+echo "== speed of thinking (bench_decode): K = 10 lists, CAR one pass vs AR beam search (KV cache on/off), Toys-sized model"
+echo "   (analysis/plot_decode_speed.py plots this output; times are CPU seconds, wall_* beside them)"
+for p in 1 2; do OPENBLAS_NUM_THREADS=1 mpirun -n "$p" "$BUILD/bench/bench_decode" --name toys --items 11924; done

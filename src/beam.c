@@ -20,7 +20,10 @@ void recommender_init(Recommender *r, Model *m, const Trie *trie, const RecOptio
     decoder_init(&r->dec, m, o->use_cache);
 }
 
-void recommender_free(Recommender *r) { decoder_free(&r->dec); }
+void recommender_free(Recommender *r) {
+    decoder_free(&r->dec);
+    free(r->scores);
+}
 
 void rec_lists_free(RecLists *l) {
     free(l->n); free(l->items); free(l->scores); free(l->code_prob); free(l->code_rank);
@@ -290,7 +293,7 @@ static Cand *score_and_route(Recommender *rc, const RowMeta *mine, const float *
     if (is_ar) {
         S = score_leaves(rc, meta, Hg, G);
     } else {
-        Sc = xmalloc(sizeof(float) * ((size_t)G * nv + 1));
+        Sc = xgrow(&rc->scores, &rc->scores_cap, (size_t)G * nv + 1, sizeof(float));
         for (int p = 0, g = 0; p < P; g += (int)rows_of[p++]) /* per rank's block: products of the same shape for any P */
             car_scores(rc, Hg + (size_t)g * d, (int)rows_of[p], Sc + (size_t)g * nv);
     }
@@ -310,7 +313,7 @@ static Cand *score_and_route(Recommender *rc, const RowMeta *mine, const float *
     if (solo) memcpy(got, send, sizeof(Cand) * (size_t)ns);
     else comm_alltoallv(send, sent, got, recv, sizeof(Cand));
     for (int64_t g = 0; S && g < G; g++) free(S[g]);
-    free(S); free(Sc); free(send); free(meta); free(Hg); free(rows_of); free(sent); free(recv);
+    free(S); free(send); free(meta); free(Hg); free(rows_of); free(sent); free(recv);
     return got;
 }
 

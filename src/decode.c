@@ -3,6 +3,7 @@
 #include "comm.h"
 #include "layers.h"
 #include "util.h"
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ void decoder_init(Decoder *dc, Model *m, int use_cache) {
 
 void decoder_free(Decoder *dc) {
     free(dc->hist_off); free(dc->kv_hist); free(dc->user); free(dc->prefix); free(dc->kv_beam);
-    free(dc->user2); free(dc->prefix2); free(dc->kv_beam2); free(dc->work); free(dc->off);
+    free(dc->user2); free(dc->prefix2); free(dc->kv_beam2); free(dc->work); free(dc->off); free(dc->x);
     memset(dc, 0, sizeof *dc);
 }
 
@@ -32,7 +33,11 @@ void decoder_prefill(Decoder *dc, const ModelBatch *b, float *h_last) {
     dc->B = b->B;
     dc->hist_off = xrealloc(dc->hist_off, sizeof(int) * (size_t)(b->B + 1));
     dc->hist_off[0] = 0;
-    for (int i = 0; i < b->B; i++) dc->hist_off[i + 1] = dc->hist_off[i] + b->len[i] * C;
+    dc->hist_max = 0;
+    for (int i = 0; i < b->B; i++) {
+        dc->hist_off[i + 1] = dc->hist_off[i] + b->len[i] * C;
+        dc->hist_max = b->len[i] * C > dc->hist_max ? b->len[i] * C : dc->hist_max;
+    }
     size_t Nh = (size_t)dc->hist_off[b->B];
     if (!dc->use_cache) { /* the inputs of the history rows, to rerun them every step */
         xgrow(&dc->kv_hist, &dc->hist_cap, Nh * d + 1, sizeof(float));
@@ -69,36 +74,41 @@ static void token_input(const Model *m, const int32_t *codes, int k, int pos, fl
     }
 }
 
-/* y (d) = attention of the new token of beam r (its q in qkv) over the user's cached history
- * and the beam's tokens 0..k (their K | V in kv, the beam's block of layer l) */
-static void attend_cached(const Decoder *dc, int l, int r, const float *qkv, float *y, float *p) {
+/* y (R,d) = attention of the beams' new tokens (their q in qkv (R,3d)) over the user's cached
+ * history and the beam's own tokens 0..k (K | V in the beams' blocks of layer l). The beams of a
+ * user are consecutive and share the history, so per user and head the history part is two
+ * sgemms: S (n, Th) = q K^T and P V. p: scratch of (beams of a user) x (Th + k + 1) floats. */
+static void attend_cached(const Decoder *dc, int l, const float *qkv, int R, float *y, float *p) {
     const Model *m = dc->m;
     int d = m->spec.d_model, NH = m->spec.n_heads, hs = d / NH, k = dc->steps, L = m->spec.levels;
-    int u = dc->user[r], h0 = dc->hist_off[u], Th = dc->hist_off[u + 1] - h0, T = Th + k + 1;
-    size_t Nh = (size_t)dc->hist_off[dc->B];
-    const float *hist = dc->kv_hist + ((size_t)l * Nh + h0) * 2 * d;
-    const float *own = dc->kv_beam + (((size_t)r * m->spec.n_layers + l) * L) * 2 * d;
+    size_t Nh = (size_t)dc->hist_off[dc->B], kvb = (size_t)m->spec.n_layers * L * 2 * d;
     float scale = 1.0f / sqrtf((float)hs);
-    for (int h = 0; h < NH; h++) {
-        const float *q = qkv + h * hs;
-        float mx = -INFINITY, sum = 0;
-        for (int t = 0; t < T; t++) {
-            const float *kt = (t < Th ? hist + (size_t)t * 2 * d : own + (size_t)(t - Th) * 2 * d) + h * hs;
-            float s = 0;
-            for (int c = 0; c < hs; c++) s += q[c] * kt[c];
-            p[t] = s * scale;
-            mx = p[t] > mx ? p[t] : mx;
-        }
-        for (int t = 0; t < T; t++) {
-            p[t] = expf(p[t] - mx);
-            sum += p[t];
-        }
-        float inv = 1.0f / sum, *o = y + h * hs;
-        memset(o, 0, (size_t)hs * sizeof(float));
-        for (int t = 0; t < T; t++) {
-            const float *vt = (t < Th ? hist + (size_t)t * 2 * d : own + (size_t)(t - Th) * 2 * d) + d + h * hs;
-            float w = p[t] * inv;
-            for (int c = 0; c < hs; c++) o[c] += w * vt[c];
+    for (int r0 = 0, r1; r0 < R; r0 = r1) {
+        for (r1 = r0 + 1; r1 < R && dc->user[r1] == dc->user[r0]; r1++) {}
+        int u = dc->user[r0], n = r1 - r0, Th = dc->hist_off[u + 1] - dc->hist_off[u], T = Th + k + 1;
+        const float *hist = dc->kv_hist + ((size_t)l * Nh + dc->hist_off[u]) * 2 * d;
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)r0 * 3 * d + h * hs;
+            if (Th) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, Th, hs, scale, q, 3 * d, hist + h * hs, 2 * d,
+                                0.0f, p, T);
+            for (int i = 0; i < n; i++) { /* the beam's own tokens, then the softmax over all T */
+                float *row = p + (size_t)i * T, mx = -INFINITY, sum = 0;
+                const float *own = dc->kv_beam + (size_t)(r0 + i) * kvb + (size_t)l * L * 2 * d + h * hs;
+                for (int j = 0; j <= k; j++) {
+                    float sc = 0;
+                    for (int c = 0; c < hs; c++) sc += q[(size_t)i * 3 * d + c] * own[(size_t)j * 2 * d + c];
+                    row[Th + j] = sc * scale;
+                }
+                for (int t = 0; t < T; t++) mx = fmaxf(mx, row[t]);
+                for (int t = 0; t < T; t++) sum += row[t] = expf(row[t] - mx);
+                for (int t = 0; t < T; t++) row[t] /= sum;
+                float *o = y + (size_t)(r0 + i) * d + h * hs;
+                memset(o, 0, sizeof(float) * (size_t)hs);
+                for (int j = 0; j <= k; j++)
+                    for (int c = 0; c < hs; c++) o[c] += row[Th + j] * own[(size_t)j * 2 * d + d + c];
+            }
+            if (Th) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, Th, 1.0f, p, T, hist + d + h * hs, 2 * d,
+                                1.0f, y + (size_t)r0 * d + h * hs, d);
         }
     }
 }
@@ -109,7 +119,7 @@ static void attend_cached(const Decoder *dc, int l, int r, const float *qkv, flo
 static float *blocks_forward(Decoder *dc, float *x, int N, const int *off, int nseq) {
     Model *m = dc->m;
     int d = m->spec.d_model, nl = m->spec.n_layers, L = m->spec.levels, k = dc->steps;
-    size_t A = off ? attention_size(off, nseq, m->spec.n_heads) : (size_t)(dc->hist_off[dc->B] + L + 1);
+    size_t A = off ? attention_size(off, nseq, m->spec.n_heads) : (size_t)N * (size_t)(dc->hist_max + L + 1);
     size_t Nd = (size_t)N * d;
     float *w = xgrow(&dc->work, &dc->work_cap, 14 * Nd + 2 * (size_t)N + A, sizeof(float));
     float *ln = w, *qkv = ln + Nd, *y = qkv + 3 * Nd, *proj = y + Nd, *fch = proj + Nd, *gl = fch + 4 * Nd,
@@ -121,11 +131,10 @@ static float *blocks_forward(Decoder *dc, float *x, int N, const int *off, int n
         if (off) {
             attention_forward(y, att, qkv, off, nseq, d, m->spec.n_heads);
         } else {
-            for (int r = 0; r < N; r++) {
-                float *kv = dc->kv_beam + ((((size_t)r * nl + l) * L) + k) * 2 * d;
-                memcpy(kv, qkv + (size_t)r * 3 * d + d, 2 * (size_t)d * sizeof(float));
-                attend_cached(dc, l, r, qkv + (size_t)r * 3 * d, y + (size_t)r * d, att);
-            }
+            for (int r = 0; r < N; r++)
+                memcpy(dc->kv_beam + ((((size_t)r * nl + l) * L) + k) * 2 * d, qkv + (size_t)r * 3 * d + d,
+                       2 * (size_t)d * sizeof(float));
+            attend_cached(dc, l, qkv, N, y, att);
         }
         matmul_forward(proj, y, param(m, p->proj_w), param(m, p->proj_b), N, d, d);
         residual_forward(x, x, proj, Nd);
@@ -177,18 +186,17 @@ void decoder_step(Decoder *dc, int R, const int *parent, const int32_t *code, fl
         return;
     }
     if (dc->use_cache) {
-        float *x = xmalloc(sizeof(float) * (size_t)R * d);
+        float *x = xgrow(&dc->x, &dc->x_cap, (size_t)R * d, sizeof(float));
         for (int r = 0; r < R; r++) {
             int u = dc->user[r];
             token_input(m, dc->prefix + (size_t)r * L, k, dc->hist_off[u + 1] - dc->hist_off[u] + k, x + (size_t)r * d);
         }
         memcpy(h, blocks_forward(dc, x, R, NULL, 0), sizeof(float) * (size_t)R * d);
-        free(x);
     } else { /* rerun history + the beam's k + 1 tokens */
         int *off = xgrow(&dc->off, &dc->off_cap, (size_t)R + 1, sizeof(int));
         off[0] = 0;
         for (int r = 0; r < R; r++) off[r + 1] = off[r] + dc->hist_off[dc->user[r] + 1] - dc->hist_off[dc->user[r]] + k + 1;
-        float *x = xmalloc(sizeof(float) * (size_t)off[R] * d);
+        float *x = xgrow(&dc->x, &dc->x_cap, (size_t)off[R] * d, sizeof(float));
         for (int r = 0; r < R; r++) {
             int u = dc->user[r], Th = dc->hist_off[u + 1] - dc->hist_off[u];
             memcpy(x + (size_t)off[r] * d, dc->kv_hist + (size_t)dc->hist_off[u] * d, sizeof(float) * (size_t)Th * d);
@@ -196,7 +204,6 @@ void decoder_step(Decoder *dc, int R, const int *parent, const int32_t *code, fl
         }
         const float *hid = blocks_forward(dc, x, off[R], off, R);
         for (int r = 0; r < R; r++) memcpy(h + (size_t)r * d, hid + (size_t)(off[r + 1] - 1) * d, sizeof(float) * (size_t)d);
-        free(x);
     }
     dc->steps++;
 }
