@@ -28,7 +28,7 @@ BIN=${CAR_BIN:-build/bin} RANKS=${CAR_RANKS:-1} EXTRA=${CAR_EXTRA:-} MPIRUN=${CA
 VARIANTS="car nofusion nothink ar uidonly depth1 depth2 depth4 random lsh"
 PY=/usr/bin/python3
 
-usage() { sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "experiments.sh: $*" >&2; exit 2; }
 
 list=0 dry=0 jobs=2 only="" seed_only=""

@@ -272,10 +272,10 @@ void sid_lsh_codes(const float *x, int64_t n_local, int dim, int levels, const i
     int32_t zero = 0;
     fixed_group_sums(x, n_local, dim, &zero, 0, 1, mean, &n);
     for (int c = 0; c < dim; c++) mean[c] /= (double)(n ? n : 1);
-    int bits_max = 0;
-    for (int l = 0; l < levels; l++) bits_max += (int)lround(log2((double)codebook[l]));
-    double *w = xmalloc(sizeof(double) * (size_t)bits_max * dim); /* hyperplane normals, level after level */
-    for (int64_t j = 0; j < (int64_t)bits_max * dim; j++) w[j] = rng_normal(seed, 0x15b0000ULL, (uint64_t)j);
+    int bits_total = 0;
+    for (int l = 0; l < levels; l++) bits_total += (int)lround(log2((double)codebook[l]));
+    double *w = xmalloc(sizeof(double) * (size_t)bits_total * dim); /* hyperplane normals, level after level */
+    for (int64_t j = 0; j < (int64_t)bits_total * dim; j++) w[j] = rng_normal(seed, 0x15b0000ULL, (uint64_t)j);
     for (int64_t i = 0; i < n_local; i++) {
         const float *xi = x + (size_t)i * dim;
         const double *wb = w;
@@ -297,14 +297,13 @@ void sid_residual_centroids(const float *x, int64_t n_local, int dim, int levels
                             const int32_t *codes, float **centroids, double *sq_error) {
     float *r = xmalloc(sizeof(float) * (size_t)(n_local * dim + 1));
     memcpy(r, x, sizeof(float) * (size_t)(n_local * dim));
-    double sq[2];
     int64_t n = n_local;
     comm_sum_i64(&n, 1);
     for (int l = 0; l <= levels; l++) {
-        sq[0] = 0;
-        for (int64_t j = 0; j < n_local * dim; j++) sq[0] += (double)r[j] * r[j];
-        comm_sum_double(sq, 1);
-        sq_error[l] = sq[0] / (double)(n ? n : 1);
+        double sq = 0;
+        for (int64_t j = 0; j < n_local * dim; j++) sq += (double)r[j] * r[j];
+        comm_sum_double(&sq, 1);
+        sq_error[l] = sq / (double)(n ? n : 1);
         if (l == levels) break;
         int K = codebook[l];
         double *sums = xmalloc(sizeof(double) * (size_t)K * dim);
