@@ -10,7 +10,7 @@
  *   step_in_epoch, seed, best_score, best_epoch, best_step, bad_evals, config, config_hash, ranks
  *
  * Gradients are not saved. A rank writes the rows of a tensor that it holds and no lower rank
- * holds; a tensor every rank holds whole (replicated) is written 1/P by each rank. Reading, each
+ * holds; a tensor every rank holds whole (replicated) is written by rank 0 alone. Reading, each
  * rank reads its own rows [row0, row0 + rows), whatever the layout that wrote the file.
  * Files are written as NAME.partial and renamed when complete; RUN_DIR/checkpoints/latest (one
  * line: the file name) is replaced only after that, so a kill mid-write never makes a partial

@@ -31,6 +31,9 @@ int h5io_has(hid_t file, const char *name);
  * not overlap. Adds the attribute "checksum" (see h5io_verify). */
 void h5io_write_rows(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims, int64_t row_lo,
                      int64_t row_count, const void *data);
+/* Collective. The same for an array that every rank holds whole (data: all dims[0] rows, equal
+ * on every rank): rank 0 alone writes it, so that many ranks do not split a small write. */
+void h5io_write_whole(hid_t file, const char *name, hid_t type, int ndims, const int64_t *dims, const void *data);
 /* Collective. Reads rows [row_lo, row_lo + row_count) of NAME into data. */
 void h5io_read_rows(hid_t file, const char *name, hid_t type, int64_t row_lo, int64_t row_count, void *data);
 /* Shape of NAME; returns ndims (fails the job if NAME is missing or has more than maxdims). */

@@ -174,6 +174,28 @@ char *checkpoint_path(const char *run_dir, int64_t step) {
     return xsprintf("%s/checkpoints/step_%08lld.h5", run_dir, (long long)step);
 }
 
+/* Buffers 0..nb-1 of every tensor of a: a tensor that every rank holds whole (replicated) from
+ * rank 0 alone (many ranks splitting a small tensor cost more than its bytes), the others each
+ * rank its rows of blocks. Collective. */
+static void write_arena(hid_t f, const ParamArena *a, const char *arena_name, const int64_t *blocks, int nb) {
+    int64_t *split = xmalloc(sizeof(int64_t) * (size_t)(a->n + 1)); /* ranks not holding tensor i whole */
+    for (int i = 0; i < a->n; i++) split[i] = a->t[i].row0 != 0 || a->t[i].rows != a->t[i].global_rows;
+    comm_sum_i64(split, a->n);
+    for (int i = 0; i < a->n; i++) {
+        const ParamTensor *t = &a->t[i];
+        int64_t dims[2] = {t->global_rows, t->cols}, lo = blocks[2 * ((size_t)i * comm_size() + comm_rank())];
+        int64_t hi = blocks[2 * ((size_t)i * comm_size() + comm_rank()) + 1];
+        for (int b = 0; b < nb; b++) {
+            char *name = dataset_name(arena_name, t, b);
+            const float *x = arena_buffer(a, b) + t->offset;
+            if (split[i] == 0) h5io_write_whole(f, name, H5T_NATIVE_FLOAT, 2, dims, x);
+            else h5io_write_rows(f, name, H5T_NATIVE_FLOAT, 2, dims, lo, hi - lo, x + (lo - t->row0) * t->cols);
+            free(name);
+        }
+    }
+    free(split);
+}
+
 void checkpoint_write(const char *path, const CheckpointState *st, ParamArena *const *arenas,
                       const char *const *arena_names, int n_arenas, int moments) {
     int P = comm_size(), nb = moments ? 3 : 1;
@@ -200,19 +222,7 @@ void checkpoint_write(const char *path, const CheckpointState *st, ParamArena *c
     h5io_attr_write_str(f, "/", "config", st->config ? st->config : "");
     h5io_attr_write_str(f, "/", "config_hash", hash);
     h5io_attr_write_i64(f, "/", "ranks", P);
-    for (int a = 0; a < n_arenas; a++) {
-        const ParamArena *ar = arenas[a];
-        for (int i = 0; i < ar->n; i++) {
-            const ParamTensor *t = &ar->t[i];
-            int64_t dims[2] = {t->global_rows, t->cols}, *blk = blocks[a] + 2 * ((size_t)i * P + comm_rank());
-            for (int b = 0; b < nb; b++) {
-                char *name = dataset_name(arena_names[a], t, b);
-                h5io_write_rows(f, name, H5T_NATIVE_FLOAT, 2, dims, blk[0], blk[1] - blk[0],
-                                arena_buffer(ar, b) + t->offset + (blk[0] - t->row0) * t->cols);
-                free(name);
-            }
-        }
-    }
+    for (int a = 0; a < n_arenas; a++) write_arena(f, arenas[a], arena_names[a], blocks[a], nb);
     if (st->extra_json && *st->extra_json) {
         int64_t n = (int64_t)strlen(st->extra_json);
         h5io_write_rows(f, "/extra_json", H5T_NATIVE_UINT8, 1, &n, 0, comm_rank() == 0 ? n : 0, st->extra_json);
