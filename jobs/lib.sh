@@ -37,7 +37,7 @@ car_run() {
     wait "$pid" 2>/dev/null; r=$? # gone: bash still holds its status if a trap cut the last wait
     [ $r -ne 127 ] && CAR_RC=$r
     while kill -0 -- -"$pid" 2>/dev/null; do sleep 1; done # ranks a wrapper left behind
-    trap - USR1 TERM
+    trap '' USR1 TERM # nothing left to stop: a late signal must not end the script before its requeue
 }
 
 # car_finish RC: exit code 75 is car_train's "stopped with a checkpoint, resumable": requeue this job
