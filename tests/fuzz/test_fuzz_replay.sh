@@ -25,7 +25,7 @@ fi
 for n in $names; do
     files=(fuzz/corpus/"$n"/*)
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        "$fuzz_build/fuzz_$n" -timeout=10 -rss_limit_mb=2048 "${files[@]}" >"$TMP/$n.txt" 2>&1
+        "$fuzz_build/fuzz_$n" -timeout=60 -rss_limit_mb=2048 "${files[@]}" >"$TMP/$n.txt" 2>&1
     rc=$?
     ran=$(grep -c '^Executed ' "$TMP/$n.txt")
     if [ $rc -ne 0 ]; then
