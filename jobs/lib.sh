@@ -12,10 +12,11 @@ car_launcher() {
     fi
     case $l in
         srun) LAUNCH=(srun --mpi=pmix);;
-        mpirun) LAUNCH=(mpirun)
-                [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;;
+        mpirun) LAUNCH=(mpirun);;
         *) echo "car job: CAR_LAUNCHER=$l: expected srun or mpirun" >&2; exit 2;;
     esac
+    # as root (CI), mpirun refuses to start without these, also when a runner script calls it
+    [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 }
 
