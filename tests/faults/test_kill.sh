@@ -79,7 +79,7 @@ resume_exact "mid-step" "$TMP/b"
 if [ -x "$HELPERS/kill_on_create" ]; then
     start "$TMP/c"
     wait_for "$TMP/c/checkpoints/step_00000008.h5"
-    hit=$("$HELPERS/kill_on_create" "$TMP/c/checkpoints" .partial "$RANK" 60)
+    hit=$("$HELPERS/kill_on_create" "$TMP/c/checkpoints" .h5.partial "$RANK" 60) # not latest.partial
     t0=$SECONDS
     killed=$(echo "$hit" | sed -n 's/^step_0*\([0-9][0-9]*\)\.h5\.partial$/\1/p')
     [ -n "$killed" ] && pass "killed during the write of $hit" || fail "killed during a checkpoint write" "helper saw '$hit'"
