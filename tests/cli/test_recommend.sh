@@ -41,6 +41,9 @@ done
 expect_ok "car: slow thinking" -- mpirun -n 2 "$REC" "$TMP/car" --users all --k 10 --think-weight 0.5 --out "$TMP/car.slow.jsonl"
 expect_ok "ar: beam 1, no cache" -- mpirun -n 1 "$REC" "$TMP/ar" --users "$TMP/users.txt" --k 10 --beam 1 --no-cache --out "$TMP/ar.b1.jsonl"
 
+if ! $PY -c "import h5py" 2>/dev/null; then
+    skip "schema and reasons checks" "python3-h5py is not installed (apt-get install python3-h5py)"
+else
 out=$($PY - "$TMP" <<'P' 2>&1
 import json, math, sys
 import h5py
@@ -98,6 +101,7 @@ P
 )
 echo "$out"
 count_checks "$out"
+fi
 
 echo 999999 >"$TMP/unknown.txt"; echo 3 >>"$TMP/unknown.txt"; echo 888888 >>"$TMP/unknown.txt"
 expect_error "unknown users listed" "2 unknown user id\(s\).*999999, 888888" "$TMP/o.jsonl" -- \

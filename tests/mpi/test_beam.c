@@ -3,7 +3,8 @@
  * gives them alone (items identical, ties by id; scores to 1e-5), for ar beam search (cached and
  * recomputed, narrow and wide beams, exclusions) and car (fast and slow), and eval_ar_split
  * gives the same metrics.
- * Ranks: 1 2 3 */
+ * Ranks: 1 2 3 4
+ */
 #include "beam.h"
 #include "check.h"
 #include "eval_ar.h"
