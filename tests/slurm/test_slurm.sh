@@ -12,9 +12,13 @@ LOCAL=$ROOT/scripts/slurm-local.sh
 if ! command -v slurmctld >/dev/null && ! command -v apt-get >/dev/null; then
     skip "Slurm job scripts" "no Slurm here and no apt-get to install it"; finish; exit
 fi
+# one Slurm per machine (fixed ports): a second copy of this test (another make test) waits its turn
+exec 9>/var/tmp/car-slurm-test.lock
+flock -w 900 9 || { fail "slurm test lock" "another tests/slurm run held /var/tmp/car-slurm-test.lock for 15 minutes"; finish; exit; }
 started=0
 if ! "$LOCAL" status >/dev/null 2>&1; then
-    if "$LOCAL" start >"$TMP/start.log" 2>&1; then started=1; pass "slurm-local start"
+    # 9>&-: the daemons must not inherit (and so hold) the lock
+    if "$LOCAL" start >"$TMP/start.log" 2>&1 9>&-; then started=1; pass "slurm-local start"
     else fail "slurm-local start" "$(tail -n 5 "$TMP/start.log")"; finish; exit; fi
 fi
 trap '[ $started = 1 ] && "$LOCAL" stop >/dev/null 2>&1; rm -rf "$TMP"' EXIT
