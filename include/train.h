@@ -14,6 +14,14 @@
  * so a job script can requeue and an afterok chain does not start. */
 #define TRAIN_EXIT_STOPPED 75
 
+/* Stop signals for the whole run (car_train installs them first): SIGTERM and SIGUSR1 set a
+ * flag with SA_RESTART. Training checkpoints and stops at the end of the current step; at a stage
+ * boundary the run stops with TRAIN_EXIT_STOPPED before the next stage (a signal during the
+ * final evaluation lets it finish). */
+void train_stop_signals_install(void);
+/* Collective: 1 when a stop signal reached any rank. */
+int train_stop_requested(void);
+
 /* Collective. do_train: train (resuming from the latest checkpoint with run.resume), saving
  * checkpoints; do_eval: evaluate the best checkpoint and write results.json (refused for a
  * model with non-finite parameters). command: the command line that started the run, recorded

@@ -9,6 +9,7 @@
 #include "train.h"
 #include "util.h"
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,8 +73,15 @@ int main(int argc, char **argv) {
         free(text);
     }
     prepare_run_dir(&cfg);
+    train_stop_signals_install(); /* from here on a stop signal never kills a rank */
+    if (getenv("CAR_TEST_SIGNAL_AT_START") && comm_rank() == 0) raise(SIGUSR1); /* test hook: a signal during the sid stage */
     if (config_has_stage(&cfg, "sid")) sid_stage_run(&cfg);
     int do_train = config_has_stage(&cfg, "train"), do_eval = config_has_stage(&cfg, "eval"), rc = 0;
+    if ((do_train || do_eval) && train_stop_requested()) { /* the SID stage is done: sids.h5 is reused */
+        log_info("stopped by a signal after the sid stage; run again to continue (exit code %d)", TRAIN_EXIT_STOPPED);
+        rc = TRAIN_EXIT_STOPPED;
+        do_train = do_eval = 0;
+    }
     if (do_train || do_eval) {
         /* the command line goes into results.json so that anyone can rerun it */
         char *command = xstrdup(argv[0]);

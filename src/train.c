@@ -268,22 +268,21 @@ static void run_close(Run *r) {
 static volatile sig_atomic_t stop_signal;
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
-typedef struct { struct sigaction term, usr1; } SignalState;
-
 /* SA_RESTART: a write interrupted by the signal (NFS, Lustre) continues instead of failing */
-static void stop_signals_install(SignalState *old) {
+void train_stop_signals_install(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, &old->term);
-    sigaction(SIGUSR1, &sa, &old->usr1);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
-static void stop_signals_restore(const SignalState *old) {
-    sigaction(SIGTERM, &old->term, NULL);
-    sigaction(SIGUSR1, &old->usr1, NULL);
+int train_stop_requested(void) {
+    double any = stop_signal != 0;
+    comm_max_double(&any, 1);
+    return any > 0;
 }
 
 /* Fault-injection hooks for tests, read once from the environment (N is a 1-based step):
@@ -559,8 +558,6 @@ static int train_loop(Run *r, json_t *summary) {
              "(%s mode, L = %d)",
              (long long)lp.n_train, (long long)lp.steps_per_epoch, cfg->train.batch_size, (long long)lp.total_steps,
              (long long)model_num_params(&r->m), cfg->train.mode == MODE_AR ? "ar" : "car", cfg->sid.levels);
-    SignalState old;
-    stop_signals_install(&old);
     int64_t step = st.step;
     int stopped = 0, epochs_run = st.epoch - 1;
     for (int epoch = st.epoch; epoch <= cfg->train.epochs && st.bad_evals <= cfg->train.patience; epoch++) {
@@ -574,7 +571,6 @@ static int train_loop(Run *r, json_t *summary) {
             evaluate_epoch(r, &lp, &st, epoch, step, comm_wtime() - t_epoch);
         save_checkpoint(r, &st, SAVE_EPOCH_END, epoch, 0, step - 1);
     }
-    stop_signals_restore(&old);
     json_object_set_new(summary, "mode", json_string(cfg->train.mode == MODE_AR ? "ar" : "car"));
     json_object_set_new(summary, "epochs_run", json_integer(epochs_run));
     json_object_set_new(summary, "steps", json_integer((json_int_t)step));
@@ -651,6 +647,11 @@ int train_stage_run(const CarConfig *cfg, const char *command, int do_train, int
     } else {
         summary = json_load_file(spath, 0, NULL);
         if (!summary) summary = json_object();
+    }
+    if (do_eval && !stopped && train_stop_requested()) { /* a signal between the stages: evaluate on resume */
+        log_info("stopped by a signal before the evaluation; run again to evaluate (exit code %d)", TRAIN_EXIT_STOPPED);
+        stopped = 1;
+        do_eval = 0;
     }
     if (do_eval) final_evaluation(&r, command, summary);
     json_decref(summary);

@@ -57,6 +57,18 @@ P
 )
 count_checks "$out"
 
+# a signal during the sid stage: the stage finishes, the run stops before training with exit 75 and
+# continues from there; a run stopped before its final evaluation evaluates when run again
+CAR_TEST_SIGNAL_AT_START=1 "${RUN[@]}" -o run.dir="$TMP/early" >"$TMP/early.log" 2>&1
+rc=$?
+if [ $rc -eq 75 ] && [ -f "$TMP/early/sids.h5" ] && [ ! -d "$TMP/early/checkpoints" ] && grep -q "after the sid stage" "$TMP/early.log"; then
+    pass "signal during the sid stage: sids.h5 kept, exit 75"
+else
+    fail "signal during the sid stage: sids.h5 kept, exit 75" "exit $rc" "$(grep -v '^ \|^-\|^$' "$TMP/early.log" | tail -n 2)"
+fi
+expect_ok "resume after a stop in the sid stage" -- "${RUN[@]}" -o run.dir="$TMP/early" -o run.resume=true
+same_results "sid-stage stop + resume = uninterrupted" "$TMP/a/results.json" "$TMP/early/results.json"
+
 # divergence: NaN in a weight before step 30 (epoch 2)
 CAR_TEST_POISON_AT_STEP=30 "${RUN[@]}" -o run.dir="$TMP/nan" >"$TMP/nan.log" 2>&1
 rc=$?
