@@ -8,14 +8,7 @@
 source "$(dirname "$0")/../cli/lib.sh"
 SHIM=${CAR_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/tests/faults/shim_enospc.so
 [ -f "$SHIM" ] || { fail "shim" "$SHIM is not built (make test builds it)"; finish; exit; }
-synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
-cat >"$TMP/r.cfg" <<C
-data = { path = "$TMP/s/dataset.h5"; };
-sid = { levels = 2; codebook = [12, 4]; };
-model = { d_model = 16; n_layers = 1; dropout = 0.2; };
-train = { epochs = 3; batch_size = 32; log_every = 1000; warmup_steps = 10; };
-run = { dir = "$TMP/b"; checkpoint_every = 4; };
-C
+small_run "$TMP/b" 3 4
 RUN=(mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg")
 # ASan wants its runtime first in the preload list; the shim does not need that order
 full_disk() { # PATH_PART BYTES COMMAND...: run with writes to PATH_PART failing after BYTES

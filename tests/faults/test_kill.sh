@@ -6,14 +6,8 @@
 # kill_on_create (inotify) kills the rank the moment a checkpoint's .partial file appears.
 source "$(dirname "$0")/../cli/lib.sh"
 HELPERS=${CAR_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/tests/faults
-synth_prepared "" "$TMP/s" "$TMP/s/dataset.h5" 16 --users 800 --items 300 --seed 9
-cat >"$TMP/r.cfg" <<C
-data = { path = "$TMP/s/dataset.h5"; };
-sid = { levels = 2; codebook = [12, 4]; };
-model = { d_model = 16; n_layers = 1; dropout = 0.2; };
-train = { epochs = 3; batch_size = 32; log_every = 1000; warmup_steps = 10; };
-run = { dir = "$TMP/a"; checkpoint_every = 4; };
-C
+# 20 epochs (500 steps): long enough that a kill half a second after step 8 lands mid-run on an idle machine
+small_run "$TMP/a" 20 4
 PY=/usr/bin/python3
 expect_ok "uninterrupted run" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg"
 
@@ -26,7 +20,16 @@ start() {
     until [ "$(ranks_of $PID | wc -l)" -ge 2 ] || [ $n -ge 300 ]; do sleep 0.1; n=$((n + 1)); done
     RANK=$(ranks_of $PID | tail -n 1)
 }
-wait_for() { local n=0; until ls $1 >/dev/null 2>&1 || [ $n -ge 1200 ]; do sleep 0.05; n=$((n + 1)); done; }
+# wait_step DIR N: until the latest checkpoint of DIR has step >= N (a given step's file may be
+# pruned again before a poll sees it on a fast machine)
+wait_step() {
+    local n=0 s
+    while [ $n -lt 1200 ]; do
+        s=$(sed -n 's/^step_0*\([0-9][0-9]*\)\.h5$/\1/p' "$1/checkpoints/latest" 2>/dev/null)
+        [ "${s:-0}" -ge "$2" ] && return
+        sleep 0.05; n=$((n + 1))
+    done
+}
 # ended NAME T0: the job must end within 30 s of T0 with a non-zero code and no rank left
 ended() {
     local name=$1 t0=$2 n=0
@@ -66,7 +69,7 @@ resume_exact() {
 
 # 1. mid-step: a while after a checkpoint, between checkpoints
 start "$TMP/b"
-wait_for "$TMP/b/checkpoints/step_00000008.h5"
+wait_step "$TMP/b" 8
 sleep 0.5
 t0=$SECONDS
 kill -9 "$RANK"
@@ -78,7 +81,7 @@ resume_exact "mid-step" "$TMP/b"
 # 2. during a checkpoint write (after the second checkpoint, so that an older one exists)
 if [ -x "$HELPERS/kill_on_create" ]; then
     start "$TMP/c"
-    wait_for "$TMP/c/checkpoints/step_00000008.h5"
+    wait_step "$TMP/c" 8
     hit=$("$HELPERS/kill_on_create" "$TMP/c/checkpoints" .h5.partial "$RANK" 60) # not latest.partial
     t0=$SECONDS
     killed=$(echo "$hit" | sed -n 's/^step_0*\([0-9][0-9]*\)\.h5\.partial$/\1/p')
