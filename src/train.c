@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct { uint64_t key; int64_t user; } OrderKey;
 
@@ -289,17 +290,24 @@ int train_stop_requested(void) {
  *   CAR_TEST_SIGNAL_AT_STEP=N  rank 0 sends itself SIGUSR1 during step N, so a test can stop a run
  *                              at an exact step (e.g. the last of an epoch) through the real handler;
  *   CAR_TEST_POISON_AT_STEP=N  every rank sets one replicated parameter to NaN before step N: a
- *                              diverged model, which must stop training without being saved. */
+ *                              diverged model, which must stop training without being saved;
+ *   CAR_TEST_STEP_SLEEP_MS=T   every step sleeps T ms first, so a job-script test can outlast a
+ *                              scheduler's signal on an idle machine without more computation. */
 static long long env_step(const char *name) {
     const char *e = getenv(name);
     return e ? atoll(e) : -1;
 }
 
 static void test_hooks(Model *m, int64_t step) {
-    static long long signal_at = -2, poison_at = -2;
+    static long long signal_at = -2, poison_at = -2, sleep_ms = -2;
     if (signal_at == -2) {
         signal_at = env_step("CAR_TEST_SIGNAL_AT_STEP");
         poison_at = env_step("CAR_TEST_POISON_AT_STEP");
+        sleep_ms = env_step("CAR_TEST_STEP_SLEEP_MS");
+    }
+    if (sleep_ms > 0) {
+        struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     }
     if (signal_at == step + 1 && comm_rank() == 0) raise(SIGUSR1);
     if (poison_at == step + 1) m->params.params[0] = NAN;

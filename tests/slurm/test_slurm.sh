@@ -106,13 +106,15 @@ else fail "job array: both cells COMPLETED with results" "states '$st'" "$(tail 
 
 # 2. preemption: scancel --signal=USR1 (to the ranks), then the time limit's B:USR1 (to this script)
 wait "$ref_pid" && pass "mpirun reference run (long)" || fail "mpirun reference run (long)" "$(tail -n 3 "$TMP/ref_long.log")"
-jid=$(sbatch --parsable -o "$TMP/job2.out" --time=5 --signal=B:USR1@30 jobs/train_toys.slurm "${LONG[@]}" -o run.dir="$TMP/job2")
+# 100 ms a step (car_train's CAR_TEST_STEP_SLEEP_MS, exported by sbatch): the run outlasts the time-limit
+# signal (slurmctld checks every 30 s) on an idle machine too; the arithmetic is unchanged
+jid=$(CAR_TEST_STEP_SLEEP_MS=100 sbatch --parsable -o "$TMP/job2.out" --time=5 --signal=B:USR1@50 jobs/train_toys.slurm "${LONG[@]}" -o run.dir="$TMP/job2")
 if until_true 120 new_ckpt_after "$TMP/job2" none; then scancel --signal=USR1 "$jid"; fi
 until_true 120 job_is "$jid" Restarts 1
 until_true 120 job_is "$jid" JobState RUNNING
 last=$(ls "$TMP/job2"/checkpoints/step_*.h5 | tail -n 1)
 # training goes on after the resume: a time limit of one minute makes Slurm send B:USR1 (remaining
-# time <= 30 s, checked every 30 s by slurmctld) within half a minute
+# time <= 50 s, checked every 30 s by slurmctld) within 10-40 s
 if until_true 120 new_ckpt_after "$TMP/job2" "$last"; then scontrol update JobId="$jid" TimeLimit=1; fi
 until_true 120 job_is "$jid" Restarts 2 && scontrol update JobId="$jid" TimeLimit=5
 st=$(job_end "$jid" 240)
