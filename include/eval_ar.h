@@ -11,8 +11,13 @@
 #include "metrics.h"
 #include "model.h"
 
-/* Collective. short_lists (may be NULL): users whose list held fewer than K items (summed). */
+/* Collective. Users whose list held fewer than K items are counted and logged. */
 void eval_ar_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam, MetricSums *out);
+/* Collective. eval_ar_split, and rank 0 writes every user's rank to eval_ranks_path(run_dir,
+ * split) in eval_write_ranks' format: the target's place in the beam list (ties against it),
+ * n_items when the list does not hold it, -1 for a user without a target in the split. */
+void eval_ar_split_write_ranks(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam,
+                               MetricSums *out, const char *run_dir);
 /* The rank of target in a best-first list (items, scores, n), ties against it; K when absent. */
 int64_t eval_ar_rank(const int32_t *items, const float *scores, int n, int32_t target, int K);
 

@@ -50,7 +50,10 @@ static void next_round(const UserSlice *users, Split split, const EvalOptions *o
     }
 }
 
-void eval_ar_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam, MetricSums *out) {
+/* Collective. rank1 (may be NULL): for each of this rank's users with a target, at its index in
+ * the dataset, 1 + the target's rank (n_items + 1 when the list missed it); 0 elsewhere. */
+static void ar_rank_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam, MetricSums *out,
+                          int64_t *rank1) {
     int K = metrics_k[METRICS_NK - 1], Bmax = o->batch_size, mh = o->max_history;
     Trie trie;
     trie_build(&trie, m->codes, m->spec.n_items, m->spec.levels);
@@ -73,8 +76,9 @@ void eval_ar_split(Model *m, const UserSlice *users, Split split, const EvalOpti
         ModelBatch b = {r.B, r.len, r.items, r.sample};
         recommend_batch(&rc, &b, o->filter_history ? r.excl_off : NULL, r.excl, &lists);
         for (int u = 0; u < r.B; u++) {
-            metrics_add(out, eval_ar_rank(lists.items + (size_t)u * K, lists.scores + (size_t)u * K, lists.n[u],
-                                          r.target[u], K));
+            int64_t rk = eval_ar_rank(lists.items + (size_t)u * K, lists.scores + (size_t)u * K, lists.n[u], r.target[u], K);
+            metrics_add(out, rk);
+            if (rank1) rank1[r.sample[u]] = 1 + (rk < K ? rk : m->spec.n_items);
             counts[1] += lists.n[u] < K;
         }
         counts[0] += r.B;
@@ -90,4 +94,22 @@ void eval_ar_split(Model *m, const UserSlice *users, Split split, const EvalOpti
     recommender_free(&rc);
     trie_free(&trie);
     free(r.len); free(r.target); free(r.sample); free(r.items); free(r.excl); free(r.excl_off);
+}
+
+void eval_ar_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam, MetricSums *out) {
+    ar_rank_split(m, users, split, o, beam, out, NULL);
+}
+
+void eval_ar_split_write_ranks(Model *m, const UserSlice *users, Split split, const EvalOptions *o, int beam,
+                               MetricSums *out, const char *run_dir) {
+    int64_t n_users = users->hi - users->lo;
+    comm_sum_i64(&n_users, 1); /* the slices of all ranks cover the users */
+    int64_t *rank1 = xcalloc((size_t)n_users + 1, sizeof(int64_t));
+    ar_rank_split(m, users, split, o, beam, out, rank1);
+    comm_sum_i64(rank1, (int)n_users); /* exact: each user is filled by the one rank that holds it */
+    int32_t *rank = xmalloc(sizeof(int32_t) * (size_t)(n_users + 1));
+    for (int64_t u = 0; u < n_users; u++) rank[u] = (int32_t)(rank1[u] - 1); /* -1: no target in the split */
+    eval_write_ranks(run_dir, split, rank, n_users);
+    free(rank);
+    free(rank1);
 }

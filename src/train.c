@@ -432,10 +432,12 @@ static void save_checkpoint(Run *r, CheckpointState *st, int reason, int epoch, 
 }
 
 /* Collective: the split's metrics, by full ranking (car) or beam-search lists of width
- * eval.beam over the SID trie (ar). ranks_dir (car, may be NULL): the per-user ranks are
- * written there too (eval_split_write_ranks), for paired tests between runs. */
+ * eval.beam over the SID trie (ar). ranks_dir (may be NULL): the per-user ranks are written
+ * there too (eval_write_ranks' format), for paired tests between runs. */
 static void rank_split(Run *r, Split split, MetricSums *out, const char *ranks_dir) {
-    if (r->cfg->train.mode == MODE_AR) eval_ar_split(&r->m, &r->users, split, &r->eo, r->cfg->eval.beam, out);
+    if (r->cfg->train.mode == MODE_AR && ranks_dir)
+        eval_ar_split_write_ranks(&r->m, &r->users, split, &r->eo, r->cfg->eval.beam, out, ranks_dir);
+    else if (r->cfg->train.mode == MODE_AR) eval_ar_split(&r->m, &r->users, split, &r->eo, r->cfg->eval.beam, out);
     else if (ranks_dir) eval_split_write_ranks(&r->m, &r->users, split, &r->eo, out, ranks_dir);
     else eval_split(&r->m, &r->users, split, &r->eo, out);
 }

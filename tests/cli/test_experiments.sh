@@ -7,7 +7,7 @@
 #   --list, --dry-run, a bad --only, two cells (car, uidonly = sid.levels 0 end to end), a second run
 #   that skips both, a USR1 that stops a running cell with a checkpoint (exit 75);
 # - per-user ranks: the runner's .ranks.gz, and one model evaluated at -n 1, 2, 3 writes identical
-#   ranks_test.bin (skipped while car_train does not write ranks);
+#   ranks_test.bin;
 # - analysis/report.py, analysis/plot_sid_depth.py and analysis/plot_training.py --sets over the
 #   runner's output.
 source "$(dirname "$0")/lib.sh"
@@ -94,19 +94,15 @@ rc=$?
     pass "USR1: the cell checkpoints and stops, exit 75" || fail "USR1: the cell checkpoints and stops, exit 75" "exit $rc" "$(cat "$TMP/stop.txt")"
 
 # ---------------------------------------------------------------- per-user ranks
-if [ -f "$TMP/runs/tiny/car_s1/ranks_test.bin" ]; then
-    zcat "$TMP/results/tiny/car_s1.ranks.gz" >"$TMP/ranks.txt" 2>/dev/null
-    [ "$(grep -vc '^#' "$TMP/ranks.txt")" = 300 ] && pass "ranks.gz: one line per user" || fail "ranks.gz: one line per user" "$(head -3 "$TMP/ranks.txt")"
-    for p in 1 2 3; do
-        mkdir -p "$TMP/e$p" && cp -r "$TMP/runs/tiny/car_s1/checkpoints" "$TMP/runs/tiny/car_s1/sids.h5" "$TMP/e$p/"
-        expect_ok "evaluate at -n $p" -- mpirun -n $p "$BIN/car_train" "$CFG" -o run.stages=eval -o run.dir="$TMP/e$p" -o train.seed=1
-    done
-    cmp -s "$TMP/e1/ranks_test.bin" "$TMP/e2/ranks_test.bin" && cmp -s "$TMP/e1/ranks_test.bin" "$TMP/e3/ranks_test.bin" &&
-        cmp -s "$TMP/e1/ranks_test.bin" "$TMP/runs/tiny/car_s1/ranks_test.bin" && cmp -s "$TMP/e1/ranks_valid.bin" "$TMP/e3/ranks_valid.bin" &&
-        pass "ranks_test.bin and ranks_valid.bin identical at -n 1, 2, 3" || fail "ranks identical at -n 1, 2, 3"
-else
-    skip "per-user ranks" "car_train does not write ranks_test.bin yet (train.c's final evaluation must call eval_split_write_ranks)"
-fi
+zcat "$TMP/results/tiny/car_s1.ranks.gz" >"$TMP/ranks.txt" 2>/dev/null
+[ "$(grep -vc '^#' "$TMP/ranks.txt")" = 300 ] && pass "ranks.gz: one line per user" || fail "ranks.gz: one line per user" "$(head -3 "$TMP/ranks.txt")"
+for p in 1 2 3; do
+    mkdir -p "$TMP/e$p" && cp -r "$TMP/runs/tiny/car_s1/checkpoints" "$TMP/runs/tiny/car_s1/sids.h5" "$TMP/e$p/"
+    expect_ok "evaluate at -n $p" -- mpirun -n $p "$BIN/car_train" "$CFG" -o run.stages=eval -o run.dir="$TMP/e$p" -o train.seed=1
+done
+cmp -s "$TMP/e1/ranks_test.bin" "$TMP/e2/ranks_test.bin" && cmp -s "$TMP/e1/ranks_test.bin" "$TMP/e3/ranks_test.bin" &&
+    cmp -s "$TMP/e1/ranks_test.bin" "$TMP/runs/tiny/car_s1/ranks_test.bin" && cmp -s "$TMP/e1/ranks_valid.bin" "$TMP/e3/ranks_valid.bin" &&
+    pass "ranks_test.bin and ranks_valid.bin identical at -n 1, 2, 3" || fail "ranks identical at -n 1, 2, 3"
 
 # ---------------------------------------------------------------- analysis
 expect_ok "report.py" -- "$PY" "$REPO/analysis/report.py" --results "$TMP/results" --sets tiny,beauty --out "$TMP/RESULTS.md"

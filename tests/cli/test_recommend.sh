@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # car_recommend (issue 10): on short car and ar runs of synthetic data,
-# - the ar run's results.json ranks by beam search (Recall/NDCG keys like car);
+# - the ar run's results.json ranks by beam search (Recall/NDCG keys like car), and its per-user
+#   ranks (ranks_{valid,test}.bin) give those metrics and are identical at -n 1, 2, 3;
 # - the lists are byte-identical at -n 1, 2 and 3, for car (fast and slow thinking) and ar;
 # - schema: one line per requested user in order, K items at most, distinct, best first, ids in
 #   range, SID tuple = sids.h5's codes, reasons with a probability and rank per level, history
@@ -25,6 +26,32 @@ expect_ok "car_train car" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg"
 expect_ok "car_train ar" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o train.mode=ar -o run.dir=\"$TMP/ar\"
 $PY -c "import json,sys; r=json.load(open(sys.argv[1])); sys.exit(not all(0 <= r['test'][k] <= 1 for k in ('recall@5','recall@10','ndcg@5','ndcg@10')))" \
     "$TMP/ar/results.json" && pass "ar results.json holds beam-search Recall/NDCG" || fail "ar results.json" "$(head -c 400 "$TMP/ar/results.json")"
+
+# the ar run's per-user ranks: the metrics of results.json follow from them, and an eval-only
+# run of its checkpoint writes the same bytes at -n 1 and 3
+for n in 1 3; do
+    mkdir -p "$TMP/are$n" && cp -r "$TMP/ar/checkpoints" "$TMP/ar/sids.h5" "$TMP/are$n/"
+    expect_ok "ar: evaluate at -n $n" -- mpirun -n $n "$BIN/car_train" "$TMP/r.cfg" -o train.mode=ar -o run.stages=eval \
+        -o run.dir=\"$TMP/are$n\"
+done
+cmp -s "$TMP/ar/ranks_test.bin" "$TMP/are1/ranks_test.bin" && cmp -s "$TMP/are1/ranks_test.bin" "$TMP/are3/ranks_test.bin" &&
+    cmp -s "$TMP/ar/ranks_valid.bin" "$TMP/are3/ranks_valid.bin" && pass "ar: ranks_{valid,test}.bin identical at -n 2, 1, 3" ||
+    fail "ar: ranks_{valid,test}.bin identical at -n 2, 1, 3" "$(ls -l "$TMP"/ar*/ranks_* 2>&1)"
+out=$($PY - "$TMP/ar" <<'P' 2>&1
+import json, math, struct, sys
+d = sys.argv[1]
+r = json.load(open(f"{d}/results.json"))
+for split in ("valid", "test"):
+    raw = open(f"{d}/ranks_{split}.bin", "rb").read()
+    rk = [x for x in struct.unpack(f"<{len(raw) // 4}i", raw) if x >= 0]
+    got = {"recall@5": sum(x < 5 for x in rk) / len(rk), "recall@10": sum(x < 10 for x in rk) / len(rk),
+           "ndcg@10": sum(1 / math.log2(x + 2) for x in rk if x < 10) / len(rk)}
+    bad = {k: (v, r[split][k]) for k, v in got.items() if not abs(v - r[split][k]) < 1e-6}
+    print(("ok   " if len(raw) == 2000 and rk and not bad else "FAIL ") + f"ar: {split} metrics from ranks_{split}.bin",
+          len(raw), len(rk), bad)
+P
+)
+count_checks "$out"
 
 printf '3\n1\n250\n17\n' >"$TMP/users.txt"
 REC="$BIN/car_recommend"
