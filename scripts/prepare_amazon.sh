@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # make data: prepared dataset files data/<set>/dataset.h5 from raw Amazon inputs
-# (AMAZON_DIR/<set>/{sequences.txt,items.jsonl}).
+# (AMAZON_DIR/<set>/{sequences.txt,items.jsonl}), with the car_prep flags chosen for the set in
+# configs/<set>.prep (the inputs chosen on validation, issue 14: lines of flags, # comments;
+# no file = car_prep's defaults). A dataset is made again when its inputs are newer or its
+# flags differ from the ones it was made with (data/<set>/dataset.flags). PREP_FLAGS adds flags;
+# CAR_CONFIGS (configs) and CAR_DATA (data) move the inputs and outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BUILD:-build}/bin
+BIN=${BUILD:-build}/bin CONFIGS=${CAR_CONFIGS:-configs} DATA=${CAR_DATA:-data}
 RANKS=${RANKS:-2}
 AMAZON_DIR=${AMAZON_DIR:-}
 if [ -z "$AMAZON_DIR" ] || [ ! -d "$AMAZON_DIR" ]; then
@@ -13,10 +17,17 @@ fi
 for set in ${SETS:-beauty sports toys}; do
     src="$AMAZON_DIR/$set"
     [ -f "$src/sequences.txt" ] || { echo "make data: skipping $set (no $src/sequences.txt)" >&2; continue; }
-    mkdir -p "data/$set"
-    if [ -f "data/$set/dataset.h5" ] && [ "data/$set/dataset.h5" -nt "$src/items.jsonl" ]; then
-        echo "data/$set/dataset.h5 is up to date"; continue
+    flags=""
+    [ -f "$CONFIGS/$set.prep" ] && flags=$(sed 's/#.*//' "$CONFIGS/$set.prep" | tr -s ' \n\t' ' ' | sed 's/^ //; s/ $//')
+    flags="$flags${PREP_FLAGS:+ $PREP_FLAGS}"
+    out="$DATA/$set/dataset.h5" stamp="$DATA/$set/dataset.flags"
+    mkdir -p "$DATA/$set"
+    if [ -f "$out" ] && [ "$out" -nt "$src/items.jsonl" ] && [ "$out" -nt "$src/sequences.txt" ] &&
+        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$flags" ]; then
+        echo "$out is up to date (car_prep flags: ${flags:-none})"; continue
     fi
+    # shellcheck disable=SC2086 # the flags are words
     scripts/mpirun.sh -n "$RANKS" "$BIN/car_prep" --sequences "$src/sequences.txt" --items "$src/items.jsonl" \
-        --out "data/$set/dataset.h5" ${PREP_FLAGS:-}
+        --out "$out" $flags
+    printf '%s' "$flags" >"$stamp"
 done

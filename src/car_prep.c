@@ -133,6 +133,12 @@ static void add_collab(const Sequences *seq, int64_t n_items, int64_t lo, int64_
 
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "car_prep");
+    char *command = xsprintf("%s", "car_prep"); /* recorded in the dataset: how it was made */
+    for (int a = 1; a < argc; a++) {
+        char *longer = xsprintf("%s %s", command, argv[a]);
+        free(command);
+        command = longer;
+    }
     const char *seq_path = NULL, *items_path = NULL, *out_path = NULL, *import_path = NULL;
     TextEncoderOptions enc;
     text_encoder_defaults(&enc);
@@ -229,11 +235,11 @@ int main(int argc, char **argv) {
 
     if (col.dim > 0) add_collab(&seq, items.n_items, lo, hi, &col, collab_weight, &emb, &dim, encoder, sizeof encoder);
 
-    const char *keys[] = {"created_by", "sequences", "items", "encoder"};
-    const char *values[] = {"car_prep", seq_path, items_path, encoder};
+    const char *keys[] = {"created_by", "sequences", "items", "encoder", "command"};
+    const char *values[] = {"car_prep", seq_path, items_path, encoder, command};
     DatasetContent dc = {.n_users = seq.n_users, .n_items = items.n_items, .offsets = seq.offsets,
                          .user_ids = seq.user_ids, .items = seq.items, .dim = dim, .item_lo = lo, .item_hi = hi,
-                         .embedding = emb, .texts = items.texts, .n_attrs = 4, .attr_keys = keys, .attr_values = values};
+                         .embedding = emb, .texts = items.texts, .n_attrs = 5, .attr_keys = keys, .attr_values = values};
     dataset_write(out_path, &dc);
     double rss_mib = comm_peak_rss_mib();
     log_info("wrote %s: %lld users, %lld items, %lld interactions, embedding dim %d; %.1fs on %d rank(s), peak memory "
@@ -241,6 +247,7 @@ int main(int argc, char **argv) {
              out_path, (long long)seq.n_users, (long long)items.n_items, (long long)seq.n_interactions, dim,
              comm_wtime() - t0, comm_size(), rss_mib);
     free(emb);
+    free(command);
     item_table_free(&items);
     for (int f = 0; f < fs.n; f++) free(fs.names[f]);
     sequences_free(&seq);

@@ -117,4 +117,24 @@ printf 'data = { path = "%s"; };\nrun = { dir = "%s"; };\n' "$TMP/ok.h5" "$TMP/c
 expect_error "bad override" "car_train: error: -o sid.levels=99: key 'sid.levels' = 99 is out of range" "$TMP/cfgrun" -- $MPI "$BIN/car_train" "$TMP/good.cfg" -o sid.levels=99
 expect_error "unknown override key" "car_train: error: -o model.width=3: unknown key 'model.width'" "$TMP/cfgrun" -- $MPI "$BIN/car_train" "$TMP/good.cfg" -o model.width=3
 expect_error "missing config file" "car_train: error: .*none.cfg: no such config file" - -- $MPI "$BIN/car_train" "$TMP/none.cfg"
+
+# make data (scripts/prepare_amazon.sh): configs/<set>.prep chooses the flags; the dataset records
+# its command; unchanged flags skip the set, changed flags make it again
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$TMP/amazon/tiny" "$TMP/cfgs" && cp "$TMP/seq.txt" "$TMP/amazon/tiny/sequences.txt" && cp "$TMP/items.jsonl" "$TMP/amazon/tiny/items.jsonl"
+printf '# chosen on validation\n--dim 3   # narrow\n--collab-dim 2\n' >"$TMP/cfgs/tiny.prep"
+prep() { BUILD="$(dirname "$BIN")" AMAZON_DIR="$TMP/amazon" SETS=tiny CAR_CONFIGS="$TMP/cfgs" CAR_DATA="$TMP/data" RANKS=2 \
+    "$REPO/scripts/prepare_amazon.sh" 2>&1; }
+out=$(prep)
+dim() { /usr/bin/python3 -c "import h5py,sys; f=h5py.File(sys.argv[1],'r'); print(f['/items/embedding'].shape[1], f.attrs['command'].decode() if isinstance(f.attrs['command'], bytes) else f.attrs['command'])" "$TMP/data/tiny/dataset.h5" 2>&1; }
+d=$(dim)
+[[ $d == "5 car_prep --sequences "*"--dim 3 --collab-dim 2" ]] && pass "make data: configs/tiny.prep flags used and recorded" ||
+    fail "make data: configs/tiny.prep flags used and recorded" "$d" "$out"
+out=$(prep)
+grep -q "up to date (car_prep flags: --dim 3 --collab-dim 2)" <<<"$out" && pass "make data: same flags, not made again" ||
+    fail "make data: same flags, not made again" "$out"
+echo "--dim 4" >"$TMP/cfgs/tiny.prep"
+out=$(prep)
+d=$(dim)
+[[ $d == "4 "*"--dim 4" ]] && pass "make data: changed flags, made again" || fail "make data: changed flags, made again" "$d" "$out"
 finish
