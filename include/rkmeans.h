@@ -1,6 +1,6 @@
 /* rkmeans: residual k-means over item embeddings sharded by contiguous item ranges.
  * Level l clusters r^l (r^1 = x, r^{l+1} = r^l - c^l[code], optionally L2-normalised):
- * k-means++ initialisation across ranks, then Lloyd iterations (assignment through sgemm,
+ * k-means++ initialisation across ranks (or replicated, see init_replicated), then Lloyd iterations (assignment through sgemm,
  * centroid sums as 64-bit fixed point summed over ranks). The codes for a seed and data are
  * bit-identical for every rank count and every split of the rows over the ranks. */
 #ifndef CAR_RKMEANS_H
@@ -16,6 +16,10 @@ typedef struct {
     double tol;                        /* stop when the relative error change falls below it */
     uint64_t seed;
     int normalize_residuals;           /* L2-normalise each residual before the next level */
+    /* k-means++ on every rank over all rows (one all-gather per level instead of two collectives
+     * per centroid; the same codes): 1 yes, 0 no (distributed), -1 when ranks outnumber the
+     * cores of a node (comm_oversubscribed) and the rows fit in 256 MiB */
+    int init_replicated;
 } RkmeansOptions;
 
 typedef struct {
@@ -38,6 +42,7 @@ typedef struct {
     double unique_share;                      /* share of items whose tuple no other item has */
     double sq_error_before;                   /* mean ||x||^2 */
     double seconds;                           /* all levels */
+    int init_replicated;                      /* k-means++ ran replicated on every rank */
 } RkmeansReport;
 
 /* Collective. x: n_local x dim, rows [lo, lo + n_local) of n_global items, where the ranks

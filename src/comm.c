@@ -82,6 +82,8 @@ static int affinity(MPI_Comm node, int *sharing) {
     return CPU_COUNT(&set);
 }
 
+static int oversubscribed; /* some rank shares its CPU set with more ranks than the set has CPUs */
+
 /* Sets the BLAS threads of this rank (unless OPENBLAS_NUM_THREADS did) and describes them. */
 static void choose_blas_threads(void) {
     MPI_Comm node;
@@ -92,6 +94,8 @@ static void choose_blas_threads(void) {
         MPI_Comm_free(&node);
     }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
+    /* more ranks on this rank's CPU set than it has CPUs (no mask known: on the node) */
+    oversubscribed = mask > 0 ? sharing > mask : local > (online > 0 ? (int)online : 1);
     char why[128];
     const char *env = getenv("OPENBLAS_NUM_THREADS");
     int threads = comm_blas_threads(env, getenv("SLURM_CPUS_PER_TASK"), mask, online > 0 ? (int)online : 1, sharing, why, sizeof why);
@@ -111,7 +115,10 @@ void comm_init(int *argc, char ***argv, const char *program) {
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     choose_blas_threads();
+    MPI_Allreduce(MPI_IN_PLACE, &oversubscribed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
 }
+
+int comm_oversubscribed(void) { return oversubscribed; }
 
 void comm_finalize(void) {
     if (mpi_started) MPI_Finalize();

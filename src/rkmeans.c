@@ -91,10 +91,23 @@ typedef struct {
     const int64_t *row_offsets; /* P+1: the first global row of every rank */
     double blas_seconds;
     int64_t rechecked;
+    int P, me;  /* the ranks sharing the rows: comm_size()/comm_rank(), or 1/0 when one rank holds all (solo) */
 } Level;
 
+/* The collectives of k-means++: over the ranks, none for a solo level (every rank holds all rows). */
+static void level_max(const Level *lv, double *v) {
+    if (lv->P > 1) comm_max_double(v, 1);
+}
+static void level_sum_i64(const Level *lv, int64_t *buf, int n) {
+    if (lv->P > 1) comm_sum_i64(buf, n);
+}
+static void level_allgather_i64(const Level *lv, const int64_t *mine, int n, int64_t *all) {
+    if (lv->P > 1) comm_allgatherv_bytes(mine, n, all, sizeof(int64_t));
+    else memcpy(all, mine, sizeof(int64_t) * (size_t)n);
+}
+
 static int owner_of(const Level *lv, int64_t g) {
-    int P = comm_size(), r = 0;
+    int P = lv->P, r = 0;
     while (r < P - 1 && lv->row_offsets[r + 1] <= g) r++;
     return r;
 }
@@ -102,8 +115,8 @@ static int owner_of(const Level *lv, int64_t g) {
 /* Every rank gets global row g (broadcast by its owner). */
 static void fetch_row(const Level *lv, int64_t g, float *out) {
     int owner = owner_of(lv, g);
-    if (comm_rank() == owner) memcpy(out, lv->r + (size_t)(g - lv->lo) * lv->dim, sizeof(float) * (size_t)lv->dim);
-    comm_bcast(out, (int64_t)sizeof(float) * lv->dim, owner);
+    if (lv->me == owner) memcpy(out, lv->r + (size_t)(g - lv->lo) * lv->dim, sizeof(float) * (size_t)lv->dim);
+    if (lv->P > 1) comm_bcast(out, (int64_t)sizeof(float) * lv->dim, owner);
 }
 
 /* Greedy k-means++: C (K x dim). Each step draws a few candidates, each item weighted by its
@@ -115,7 +128,7 @@ static void fetch_row(const Level *lv, int64_t g, float *out) {
  * all-gather of every rank's total weight for each candidate. */
 static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, double *dist) {
     int64_t n = lv->n;
-    int dim = lv->dim, P = comm_size(), me = comm_rank();
+    int dim = lv->dim, P = lv->P, me = lv->me;
     /* candidates per step: 2 + ln K as in scikit-learn, rounded up to a multiple of 8, which
      * OpenBLAS multiplies 3x faster than 7 columns (no edge kernel) */
     int T = (2 + (int)log((double)K) + 7) / 8 * 8;
@@ -126,7 +139,7 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
         dist[i] = sq_dist(lv->r + (size_t)i * dim, C, dim);
         dmax = fmax(dmax, dist[i]);
     }
-    comm_max_double(&dmax, 1);
+    level_max(lv, &dmax);
     /* distances only shrink from here: this scale stays safe for every later draw */
     double scale = fixed_scale(dmax, lv->N);
     size_t nn = (size_t)(n ? n : 1);
@@ -134,7 +147,7 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
     for (int64_t i = 0; i < n; i++) w_mine += w[i] = to_fixed(dist[i], scale);
     int64_t *w_rank = xmalloc(sizeof(int64_t) * (size_t)P), *pot = xmalloc(sizeof(int64_t) * (size_t)T);
     int64_t *pot_all = xmalloc(sizeof(int64_t) * (size_t)P * T), *bits = xmalloc(sizeof(int64_t) * (size_t)T * dim);
-    comm_allgatherv_bytes(&w_mine, 1, w_rank, sizeof(int64_t));
+    level_allgather_i64(lv, &w_mine, 1, w_rank);
     float *cand = xmalloc(sizeof(float) * (size_t)T * dim), *dots = xmalloc(sizeof(float) * nn * (size_t)T);
     double *cn2 = xmalloc(sizeof(double) * (size_t)T), *cn = xmalloc(sizeof(double) * (size_t)T);
     double *closer = xmalloc(sizeof(double) * nn * (size_t)T); /* n x T: distance if candidate t were added */
@@ -163,7 +176,7 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
                 bits[(size_t)t * dim + d] = b;
             }
         }
-        comm_sum_i64(bits, T * dim);
+        level_sum_i64(lv, bits, T * dim);
         for (int64_t j = 0; j < (int64_t)T * dim; j++) {
             uint32_t b = (uint32_t)bits[j];
             memcpy(&cand[j], &b, sizeof b);
@@ -189,7 +202,7 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
                 pot[t] += d < dist[i] ? to_fixed(d, scale) : w[i];
             }
         }
-        comm_allgatherv_bytes(pot, T, pot_all, sizeof(int64_t));
+        level_allgather_i64(lv, pot, T, pot_all);
         int best = 0;
         int64_t best_total = 0;
         for (int t = 0; t < T; t++) {
@@ -208,6 +221,27 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
         }
     }
     free(w); free(w_rank); free(pot); free(pot_all); free(bits); free(cand); free(dots); free(cn2); free(cn); free(closer);
+}
+
+/* k-means++ with every rank holding all rows: one all-gather, then the same draws on every rank
+ * without a collective per centroid (K sequential rounds of two collectives each are slow when
+ * ranks outnumber cores: every round waits for all of them to be scheduled). Same result as the
+ * distributed kmeanspp: its sums are exact integers and its draws walk the rows in global order. */
+static void kmeanspp_replicated(Level *lv, int K, uint64_t seed, int level, float *C, double *dist) {
+    int P = comm_size(), dim = lv->dim;
+    int64_t N = lv->N, *counts = xmalloc(sizeof(int64_t) * (size_t)P), *offsets1 = xmalloc(sizeof(int64_t) * 2);
+    float *all = xmalloc(sizeof(float) * (size_t)N * dim);
+    double *rn2 = xmalloc(sizeof(double) * (size_t)N), *dist_all = xmalloc(sizeof(double) * (size_t)N);
+    for (int r = 0; r < P; r++) counts[r] = (lv->row_offsets[r + 1] - lv->row_offsets[r]) * dim;
+    comm_allgatherv_counted(lv->r, counts, all, sizeof(float));
+    for (int r = 0; r < P; r++) counts[r] /= dim;
+    comm_allgatherv_counted(lv->rn2, counts, rn2, sizeof(double));
+    offsets1[0] = 0, offsets1[1] = N;
+    Level solo = {all, rn2, N, 0, N, dim, offsets1, 0, 0, 1, 0};
+    kmeanspp(&solo, K, seed, level, C, dist_all);
+    memcpy(dist, dist_all + lv->lo, sizeof(double) * (size_t)lv->n);
+    lv->blas_seconds += solo.blas_seconds;
+    free(counts); free(offsets1); free(all); free(rn2); free(dist_all);
 }
 
 /* Nearest centroid of every local row: code and exact squared distance. sgemm screens,
@@ -413,7 +447,10 @@ void rkmeans_fit(const float *x, int64_t n_local, int64_t n_global, int dim, con
     RkmeansReport local_rep;
     if (!rep) rep = &local_rep;
     memset(rep, 0, sizeof *rep);
-    Level lv = {r, rn2, n, row_offsets[comm_rank()], n_global, dim, row_offsets, 0, 0};
+    Level lv = {r, rn2, n, row_offsets[comm_rank()], n_global, dim, row_offsets, 0, 0, P, comm_rank()};
+    int replicated = o->init_replicated > 0 ||
+                     (o->init_replicated < 0 && P > 1 && comm_oversubscribed() &&
+                      (double)n_global * dim * sizeof(float) <= 256.0 * (1 << 20));
     for (int l = 0; l < L; l++) {
         int K = o->codebook[l];
         RkmeansLevelReport *lr = &rep->level[l];
@@ -431,7 +468,8 @@ void rkmeans_fit(const float *x, int64_t n_local, int64_t n_global, int dim, con
         if (l == 0) rep->sq_error_before = lr->sq_error_before;
 
         float *C = centroids[l] = xmalloc(sizeof(float) * (size_t)K * (size_t)dim);
-        kmeanspp(&lv, K, o->seed, l, C, dist);
+        if (replicated) kmeanspp_replicated(&lv, K, o->seed, l, C, dist);
+        else kmeanspp(&lv, K, o->seed, l, C, dist);
         lr->init_seconds = comm_wtime() - t_level;
         double t_lloyd = comm_wtime();
         assign(&lv, C, K, code, dist);
@@ -469,6 +507,7 @@ void rkmeans_fit(const float *x, int64_t n_local, int64_t n_global, int dim, con
         lr->sgemm_seconds = lv.blas_seconds;
     }
     rkmeans_code_stats(codes, n, L, o->codebook, rep);
+    rep->init_replicated = replicated;
     rep->seconds = comm_wtime() - t_all;
     free(r); free(rn2); free(dist); free(code); free(row_offsets);
 }

@@ -164,8 +164,9 @@ static void log_report(const RkmeansReport *rep, const SidMeta *m) {
     log_info("sid: collisions: %lld distinct tuples for %lld items, largest group %lld, %.2f%% of items have a unique "
              "tuple", (long long)rep->n_tuples, (long long)rep->n_items, (long long)rep->largest_group,
              100.0 * rep->unique_share);
-    log_info("sid: %.2f s for %d levels, sgemm %.0f%% of it (%s)", rep->seconds, rep->levels,
-             100.0 * blas / (rep->seconds > 0 ? rep->seconds : 1), comm_blas_info());
+    log_info("sid: %.2f s for %d levels, sgemm %.0f%% of it%s (%s)", rep->seconds, rep->levels,
+             100.0 * blas / (rep->seconds > 0 ? rep->seconds : 1),
+             rep->init_replicated ? ", k-means++ replicated on every rank (ranks outnumber cores)" : "", comm_blas_info());
 }
 
 static json_t *report_json(const RkmeansReport *rep, const SidMeta *m, const char *dataset_path) {
@@ -324,7 +325,7 @@ static void make_codes(const float *x, int64_t lo, int64_t n_local, const SidMet
                        RkmeansReport *rep) {
     if (m->method == SID_RKMEANS) {
         RkmeansOptions o = {.levels = m->levels, .iters = m->iters, .tol = m->tol, .seed = (uint64_t)m->seed,
-                            .normalize_residuals = m->normalize_residuals};
+                            .normalize_residuals = m->normalize_residuals, .init_replicated = -1};
         memcpy(o.codebook, m->codebook, sizeof o.codebook);
         rkmeans_fit(x, n_local, m->n_items, m->dim, &o, codes, centroids, rep);
         return;

@@ -1,5 +1,5 @@
 /* rkmeans: planted clusters are recovered; codes and centroids are bit-identical for every
- * split of the rows over the ranks (even, uneven, all on one rank); every code is the exact
+ * split of the rows over the ranks (even, uneven, all on one rank) and with k-means++ replicated; every code is the exact
  * nearest centroid (lowest index on ties); errors never grow from level to level. */
 #include "check.h"
 #include "rkmeans.h"
@@ -126,13 +126,16 @@ static uint64_t digest(const Fit *f, int64_t n, int dim, const RkmeansOptions *o
     return h;
 }
 
-/* The same fit under several splits of the rows over the ranks: all digests must agree. */
-static void check_split_invariance(const float *x, int64_t n, int dim, const RkmeansOptions *o, int zero_ok) {
+/* The same fit under several splits of the rows over the ranks, with k-means++ distributed and
+ * replicated on every rank (splits 4 and 5: even and uneven): all digests must agree. */
+static void check_split_invariance(const float *x, int64_t n, int dim, const RkmeansOptions *o_in, int zero_ok) {
     int P = comm_size(), me = comm_rank();
     uint64_t ref = 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < 6; s++) {
+        RkmeansOptions o = *o_in;
+        o.init_replicated = s >= 4;
         int64_t lo, hi;
-        if (s == 0) comm_split_range(n, P, me, &lo, &hi);                      /* even */
+        if (s == 0 || s == 4) comm_split_range(n, P, me, &lo, &hi);           /* even */
         else if (s == 1) { lo = me == 0 ? 0 : n; hi = n; }                      /* all on rank 0 */
         else if (s == 2) { lo = 0; hi = me == P - 1 ? n : 0; }                  /* all on the last rank */
         else { /* uneven: rank r holds a share proportional to (r+1)^2 */
@@ -143,17 +146,19 @@ static void check_split_invariance(const float *x, int64_t n, int dim, const Rkm
             hi = n * (before + (int64_t)(me + 1) * (me + 1)) / tot;
         }
         Fit f;
-        fit_split(x, n, dim, o, lo, hi, &f);
-        if (s == 0) check_fit(x, n, dim, o, &f, zero_ok);
-        uint64_t h = digest(&f, n, dim, o);
+        fit_split(x, n, dim, &o, lo, hi, &f);
+        if (s == 0) check_fit(x, n, dim, &o, &f, zero_ok);
+        CHECK_MSG(f.rep.init_replicated == o.init_replicated, "split %d: the report says k-means++ replicated %d, asked %d",
+                  s, f.rep.init_replicated, o.init_replicated);
+        uint64_t h = digest(&f, n, dim, &o);
         if (s == 0) {
             ref = h;
             if (me == 0) printf("digest %016llx (n %lld, dim %d, levels %d, K1 %d)\n", (unsigned long long)h, (long long)n,
-                                dim, o->levels, o->codebook[0]);
+                                dim, o.levels, o.codebook[0]);
         }
-        CHECK_MSG(h == ref, "split %d gives digest %016llx, even split %016llx", s, (unsigned long long)h,
-                  (unsigned long long)ref);
-        fit_free(&f, o->levels);
+        CHECK_MSG(h == ref, "split %d (k-means++ %s) gives digest %016llx, even split %016llx", s,
+                  o.init_replicated ? "replicated" : "distributed", (unsigned long long)h, (unsigned long long)ref);
+        fit_free(&f, o.levels);
     }
 }
 
