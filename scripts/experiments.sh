@@ -8,8 +8,8 @@
 #   depth1, depth2, depth4   -o sid.levels=D, codebook: the config's first D sizes (the last repeated)
 #   random, lsh              -o sid.method=random|lsh, and -o sid.seed=SEED (a new draw of codes per seed)
 # Every cell also gets -o train.seed=SEED -o run.dir=... -o run.resume=true (a stopped cell continues).
-# Resumable: a cell is skipped when its results.json exists and its effective configuration has every
-# key of the config file and of the overrides at the same value. Runs N cells at a time (--jobs,
+# Resumable: a cell is skipped when its results.json exists, is newer than its dataset, and its effective
+# configuration has every key of the config file and of the overrides at the same value. Runs N cells at a time (--jobs,
 # default 2), each on CAR_RANKS ranks (default 1). As each cell finishes, its results.json, its
 # training log and its per-user ranks go to analysis/results/SET/VARIANT_sSEED.json, .metrics.jsonl
 # and .ranks.gz (gzip'd text: a comment line, then one line per user of the data set in its order,
@@ -93,11 +93,12 @@ overrides() {
 }
 
 # finished CFG RESULTS_JSON OVERRIDE...: every key of the config file and of the overrides (and
-# CAR_EXTRA) has the same value in the results' effective configuration
+# CAR_EXTRA) has the same value in the results' effective configuration, and the dataset it names
+# is older than the results (make data with other car_prep flags makes every cell of the set again)
 finished() {
     [ -f "$2" ] || return 1
     $PY - "$@" <<'P'
-import json, re, sys
+import json, os, re, sys
 def keys(text):
     out, sec = {}, None
     for line in text.splitlines():
@@ -118,10 +119,12 @@ for o in overs:
     k, _, v = o.partition("=")
     want[k] = norm(v)
 try:
-    have = {k: norm(v) for k, v in keys(json.load(open(res))["effective_config"]).items()}
+    eff = keys(json.load(open(res))["effective_config"])
+    have = {k: norm(v) for k, v in eff.items()}
+    data_older = os.path.getmtime(eff["data.path"].strip(";").strip().strip('"')) < os.path.getmtime(res)
 except Exception:
     sys.exit(1)
-sys.exit(0 if all(have.get(k) == v for k, v in want.items()) else 1)
+sys.exit(0 if data_older and all(have.get(k) == v for k, v in want.items()) else 1)
 P
 }
 

@@ -83,6 +83,11 @@ again=$(CAR_EXTRA="-o train.epochs=3" "${RUN[@]}" --only tiny/car --seed 1 --dry
 grep -q "^scripts/mpirun.sh.*train.epochs=3" <<<"$again" && pass "another effective config (epochs) is not finished" ||
     fail "another effective config (epochs) is not finished" "$again"
 
+touch "$TMP/tiny.h5"
+again=$("${RUN[@]}" --only tiny/car --seed 1 --dry-run 2>&1)
+grep -q "^scripts/mpirun.sh.*run.dir=$TMP/runs/tiny/car_s1" <<<"$again" && pass "a dataset newer than the results: the cell runs again" ||
+    fail "a dataset newer than the results: the cell runs again" "$again"
+
 # a stop signal: the running cell checkpoints and stops, the runner exits 75
 CAR_EXTRA="-o train.epochs=400 -o run.checkpoint_every=5" "${RUN[@]}" --only tiny/nofusion --seed 3 >"$TMP/stop.txt" 2>&1 &
 rpid=$!
