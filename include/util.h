@@ -16,7 +16,7 @@ char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int file_exists(const char *path);
 /* mkdir -p; returns 0 on success, -1 with errno set. */
 int make_dirs(const char *path);
-/* Writes TEXT to PATH through PATH.partial and a rename; returns 0 on success. */
+/* Writes TEXT to PATH through PATH.partial and a rename; returns 0 on success, -1 with errno set. */
 int write_file_atomic(const char *path, const char *text);
 int64_t peak_rss_kib(void);           /* this process's peak resident set (VmHWM) */
 /* FNV-1a 64 over bytes, chained through h (start with FNV64_INIT). */

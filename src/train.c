@@ -183,7 +183,7 @@ static void write_results(const CarConfig *cfg, const char *command, json_t *val
         char *path = xsprintf("%s/results.json", cfg->run.dir);
         char *s = json_dumps(r, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         char *body = xsprintf("%s\n", s);
-        if (write_file_atomic(path, body) != 0) err = xsprintf("%s: cannot write", path);
+        if (write_file_atomic(path, body) != 0) err = xsprintf("%s: cannot write: %s", path, strerror(errno));
         else log_info("wrote %s", path);
         free(s); free(body); free(path);
     }
@@ -650,7 +650,7 @@ int train_stage_run(const CarConfig *cfg, const char *command, int do_train, int
         stopped = train_loop(&r, summary);
         if (comm_rank() == 0) {
             char *text = json_dumps(summary, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
-            if (write_file_atomic(spath, text) != 0) log_warn("%s: cannot write", spath);
+            if (write_file_atomic(spath, text) != 0) log_warn("%s: cannot write: %s", spath, strerror(errno));
             free(text);
         }
         if (stopped) do_eval = 0;

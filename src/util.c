@@ -124,14 +124,20 @@ int make_dirs(const char *path) {
 
 int write_file_atomic(const char *path, const char *text) {
     char *tmp = xsprintf("%s.partial", path);
+    /* errno of the first failure (the calls after it, cleanup included, may change errno; EIO
+     * where a stream failed without setting it) */
+    int why = 0;
     FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(text, f) >= 0;
+    if (!f) why = errno ? errno : EIO;
+    errno = 0;
+    if (f && fputs(text, f) < 0) why = errno ? errno : EIO;
     /* flushed and synced before the rename: a full disk shows here, and a crash never leaves an
      * empty file under the final name (signal handlers use SA_RESTART, so no EINTR) */
-    if (f) ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-    if (f) ok = (fclose(f) == 0) && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) unlink(tmp);
+    if (f && !why && (fflush(f) != 0 || fsync(fileno(f)) != 0)) why = errno ? errno : EIO;
+    if (f && fclose(f) != 0 && !why) why = errno ? errno : EIO;
+    if (!why && rename(tmp, path) != 0) why = errno ? errno : EIO;
+    if (why) unlink(tmp);
     free(tmp);
-    return ok ? 0 : -1;
+    errno = why;
+    return why ? -1 : 0;
 }

@@ -84,9 +84,14 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
 }
 ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off) { return pwritev(fd, iov, cnt, off); }
 
+/* glibc does not call a cookie again after a short write (as it calls write(2) again, which then
+ * fails with ENOSPC): what does not fit is an ENOSPC failure here */
 static ssize_t cookie_write(void *c, const char *buf, size_t n) {
     ssize_t k = allow(n);
-    return k <= 0 ? -1 : (ssize_t)fwrite(buf, 1, (size_t)k, c);
+    if (k > 0) fwrite(buf, 1, (size_t)k, c);
+    if (k == (ssize_t)n) return k;
+    errno = ENOSPC;
+    return -1;
 }
 static int cookie_close(void *c) { return fclose(c); }
 

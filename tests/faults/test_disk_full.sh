@@ -48,7 +48,7 @@ grep -q "resumed from $TMP/b/checkpoints/step_" "$TMP/out.txt" && pass "it resum
 results=$(md5sum <"$TMP/b/results.json")
 full_disk results.json 1000 "${RUN[@]}" -o run.stages=eval >"$TMP/out.txt" 2>"$TMP/err.txt"
 RC=$?
-failed "disk full during results.json" "car_train: .*/results\.json: cannot write"
+failed "disk full during results.json" "car_train: .*/results\.json: cannot write: No space left on device"
 [ "$(md5sum <"$TMP/b/results.json")" = "$results" ] && pass "results.json unchanged" || fail "results.json unchanged" "it changed"
 ls "$TMP/b"/results.json.* >/dev/null 2>&1 && fail "no partial results left" "$(ls "$TMP/b"/results.json.*)" || pass "no partial results left"
 finish
