@@ -25,8 +25,7 @@ double comm_wtime(void);
 /* One line: the BLAS threads and where the number came from, library, kernel, ranks. */
 const char *comm_blas_info(void);
 /* 1 when some rank shares its CPUs with more ranks than there are CPUs (the same answer on every
- * rank): collectives
- * then wait for the scheduler, and latency-bound algorithms should avoid them */
+ * rank): collectives then wait for the scheduler, and latency-bound algorithms should avoid them */
 int comm_oversubscribed(void);
 
 /* Errors. No error path may hang the job: each of these is either agreed by every rank or

@@ -1,7 +1,7 @@
 /* rkmeans: residual k-means over item embeddings sharded by contiguous item ranges.
  * Level l clusters r^l (r^1 = x, r^{l+1} = r^l - c^l[code], optionally L2-normalised):
- * k-means++ initialisation across ranks (or replicated, see init_replicated), then Lloyd iterations (assignment through sgemm,
- * centroid sums as 64-bit fixed point summed over ranks). The codes for a seed and data are
+ * k-means++ initialisation across ranks (or replicated, see init_replicated), then Lloyd
+ * iterations (assignment through sgemm, centroid sums as 64-bit fixed point summed over ranks). The codes for a seed and data are
  * bit-identical for every rank count and every split of the rows over the ranks. */
 #ifndef CAR_RKMEANS_H
 #define CAR_RKMEANS_H

@@ -12,6 +12,8 @@ char *xstrdup(const char *s);
 /* Grows *p (capacity *cap elements of elem bytes, contents not kept) to hold need; returns *p. */
 void *xgrow(void *p_, size_t *cap, size_t need, size_t elem);
 char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "program argv[1] argv[2] ...": the command line a run or a file records (allocated) */
+char *command_line(const char *program, int argc, char **argv);
 
 int file_exists(const char *path);
 /* mkdir -p; returns 0 on success, -1 with errno set. */

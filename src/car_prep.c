@@ -133,12 +133,7 @@ static void add_collab(const Sequences *seq, int64_t n_items, int64_t lo, int64_
 
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "car_prep");
-    char *command = xsprintf("%s", "car_prep"); /* recorded in the dataset: how it was made */
-    for (int a = 1; a < argc; a++) {
-        char *longer = xsprintf("%s %s", command, argv[a]);
-        free(command);
-        command = longer;
-    }
+    char *command = command_line("car_prep", argc, argv); /* recorded in the dataset; before getopt permutes argv */
     const char *seq_path = NULL, *items_path = NULL, *out_path = NULL, *import_path = NULL;
     TextEncoderOptions enc;
     text_encoder_defaults(&enc);

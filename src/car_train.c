@@ -84,12 +84,7 @@ int main(int argc, char **argv) {
     }
     if (do_train || do_eval) {
         /* the command line goes into results.json so that anyone can rerun it */
-        char *command = xstrdup(argv[0]);
-        for (int i = 1; i < argc; i++) {
-            char *next = xsprintf("%s %s", command, argv[i]);
-            free(command);
-            command = next;
-        }
+        char *command = command_line(argv[0], argc, argv);
         rc = train_stage_run(&cfg, command, do_train, do_eval);
         free(command);
     }

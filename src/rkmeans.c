@@ -229,19 +229,18 @@ static void kmeanspp(Level *lv, int K, uint64_t seed, int level, float *C, doubl
  * distributed kmeanspp: its sums are exact integers and its draws walk the rows in global order. */
 static void kmeanspp_replicated(Level *lv, int K, uint64_t seed, int level, float *C, double *dist) {
     int P = comm_size(), dim = lv->dim;
-    int64_t N = lv->N, *counts = xmalloc(sizeof(int64_t) * (size_t)P), *offsets1 = xmalloc(sizeof(int64_t) * 2);
+    int64_t N = lv->N, *counts = xmalloc(sizeof(int64_t) * (size_t)P), offsets1[2] = {0, N};
     float *all = xmalloc(sizeof(float) * (size_t)N * dim);
     double *rn2 = xmalloc(sizeof(double) * (size_t)N), *dist_all = xmalloc(sizeof(double) * (size_t)N);
     for (int r = 0; r < P; r++) counts[r] = (lv->row_offsets[r + 1] - lv->row_offsets[r]) * dim;
     comm_allgatherv_counted(lv->r, counts, all, sizeof(float));
     for (int r = 0; r < P; r++) counts[r] /= dim;
     comm_allgatherv_counted(lv->rn2, counts, rn2, sizeof(double));
-    offsets1[0] = 0, offsets1[1] = N;
     Level solo = {all, rn2, N, 0, N, dim, offsets1, 0, 0, 1, 0};
     kmeanspp(&solo, K, seed, level, C, dist_all);
     memcpy(dist, dist_all + lv->lo, sizeof(double) * (size_t)lv->n);
     lv->blas_seconds += solo.blas_seconds;
-    free(counts); free(offsets1); free(all); free(rn2); free(dist_all);
+    free(counts); free(all); free(rn2); free(dist_all);
 }
 
 /* Nearest centroid of every local row: code and exact squared distance. sgemm screens,

@@ -53,6 +53,16 @@ char *xsprintf(const char *fmt, ...) {
     return s;
 }
 
+char *command_line(const char *program, int argc, char **argv) {
+    char *line = xstrdup(program);
+    for (int i = 1; i < argc; i++) {
+        char *longer = xsprintf("%s %s", line, argv[i]);
+        free(line);
+        line = longer;
+    }
+    return line;
+}
+
 int file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -122,20 +132,20 @@ int make_dirs(const char *path) {
     return rc;
 }
 
+static int errno_or_eio(void) { return errno ? errno : EIO; } /* a stream may fail without setting errno */
+
 int write_file_atomic(const char *path, const char *text) {
     char *tmp = xsprintf("%s.partial", path);
-    /* errno of the first failure (the calls after it, cleanup included, may change errno; EIO
-     * where a stream failed without setting it) */
-    int why = 0;
+    int why = 0; /* errno of the first failure: the calls after it, cleanup included, may change errno */
     FILE *f = fopen(tmp, "w");
-    if (!f) why = errno ? errno : EIO;
+    if (!f) why = errno_or_eio();
     errno = 0;
-    if (f && fputs(text, f) < 0) why = errno ? errno : EIO;
+    if (f && fputs(text, f) < 0) why = errno_or_eio();
     /* flushed and synced before the rename: a full disk shows here, and a crash never leaves an
      * empty file under the final name (signal handlers use SA_RESTART, so no EINTR) */
-    if (f && !why && (fflush(f) != 0 || fsync(fileno(f)) != 0)) why = errno ? errno : EIO;
-    if (f && fclose(f) != 0 && !why) why = errno ? errno : EIO;
-    if (!why && rename(tmp, path) != 0) why = errno ? errno : EIO;
+    if (f && !why && (fflush(f) != 0 || fsync(fileno(f)) != 0)) why = errno_or_eio();
+    if (f && fclose(f) != 0 && !why) why = errno_or_eio();
+    if (!why && rename(tmp, path) != 0) why = errno_or_eio();
     if (why) unlink(tmp);
     free(tmp);
     errno = why;

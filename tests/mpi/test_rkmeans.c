@@ -1,6 +1,7 @@
 /* rkmeans: planted clusters are recovered; codes and centroids are bit-identical for every
- * split of the rows over the ranks (even, uneven, all on one rank) and with k-means++ replicated; every code is the exact
- * nearest centroid (lowest index on ties); errors never grow from level to level. */
+ * split of the rows over the ranks (even, uneven, all on one rank) and with k-means++
+ * replicated; every code is the exact nearest centroid (lowest index on ties); errors never
+ * grow from level to level. */
 #include "check.h"
 #include "rkmeans.h"
 #include "rng.h"
