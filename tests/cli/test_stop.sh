@@ -119,15 +119,19 @@ expect_error "eval stage refuses non-finite parameters" "car_train: error: .*hol
     "${RUN[@]}" -o run.stages=eval
 cmp -s "$TMP/a/results.json" "$TMP/a_results.json" && pass "results.json untouched by the refused eval" || fail "results.json untouched by the refused eval"
 
-# one car_train per run.dir
-setsid "${RUN[@]}" -o run.dir="$TMP/lock" -o train.epochs=200 >"$TMP/lock.log" 2>&1 &
+# one car_train per run.dir. The holder must outlive the second run's start-up on any machine (200
+# epochs of this model take under 3 s on a fast one), so it is given epochs it will never reach and
+# is stopped by USR1; should the test fail before that, the EXIT trap ends it.
+setsid "${RUN[@]}" -o run.dir="$TMP/lock" -o train.epochs=100000 >"$TMP/lock.log" 2>&1 &
 pid=$!
+trap 'kill -KILL -- -"$pid" 2>/dev/null; rm -rf "$TMP"' EXIT
 n=0; until grep -q "steps per epoch" "$TMP/lock.log" 2>/dev/null || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done
 t0=$(date +%s)
 expect_error "a second run on a run.dir in use fails at once" \
     "car_train: error: run.dir '.*/lock' is in use by another car_train \(host [^,]+, pid [0-9]+" - -- \
     "${RUN[@]}" -o run.dir="$TMP/lock" -o run.resume=true
 [ $(($(date +%s) - t0)) -le 10 ] && pass "the refusal is immediate" || fail "the refusal is immediate"
+kill -0 "$pid" 2>/dev/null && pass "the holder still runs after the refusal" || fail "the holder still runs after the refusal" "$(tail -n 3 "$TMP/lock.log")"
 kill -USR1 "$pid"; wait "$pid"; rc=$?
 [ $rc -eq 75 ] && pass "the holder was not disturbed (stopped by USR1 with exit 75)" || fail "the holder was not disturbed" "exit $rc"
 expect_ok "the lock is released with its holder" -- "${RUN[@]}" -o run.dir="$TMP/lock" -o run.stages=sid
