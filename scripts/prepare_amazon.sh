@@ -2,8 +2,10 @@
 # make data: prepared dataset files data/<set>/dataset.h5 from raw Amazon inputs
 # (AMAZON_DIR/<set>/{sequences.txt,items.jsonl}), with the car_prep flags chosen for the set in
 # configs/<set>.prep (the inputs chosen on validation, issue 14: lines of flags, # comments;
-# no file = car_prep's defaults). A dataset is made again when its inputs are newer or its
-# flags differ from the ones it was made with (data/<set>/dataset.flags). PREP_FLAGS adds flags;
+# no file = car_prep's defaults). A dataset is made again when its flags or the content of its
+# inputs differ from what it was made with (data/<set>/dataset.flags: the flags and the inputs'
+# SHA-256). Content, not mtime: a shared data directory copied afresh with new mtimes must not
+# remake identical datasets (and mark every finished experiment cell stale). PREP_FLAGS adds flags;
 # CAR_CONFIGS (configs) and CAR_DATA (data) move the inputs and outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,12 +24,12 @@ for set in ${SETS:-beauty sports toys}; do
     flags="$flags${PREP_FLAGS:+ $PREP_FLAGS}"
     out="$DATA/$set/dataset.h5" stamp="$DATA/$set/dataset.flags"
     mkdir -p "$DATA/$set"
-    if [ -f "$out" ] && [ "$out" -nt "$src/items.jsonl" ] && [ "$out" -nt "$src/sequences.txt" ] &&
-        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$flags" ]; then
+    want=$(printf 'flags: %s\n' "$flags"; cd "$src" && sha256sum sequences.txt items.jsonl)
+    if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         echo "$out is up to date (car_prep flags: ${flags:-none})"; continue
     fi
     # shellcheck disable=SC2086 # the flags are words
     scripts/mpirun.sh -n "$RANKS" "$BIN/car_prep" --sequences "$src/sequences.txt" --items "$src/items.jsonl" \
         --out "$out" $flags
-    printf '%s' "$flags" >"$stamp"
+    printf '%s\n' "$want" >"$stamp"
 done

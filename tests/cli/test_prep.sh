@@ -133,6 +133,13 @@ d=$(dim)
 out=$(prep)
 grep -q "up to date (car_prep flags: --dim 3 --collab-dim 2)" <<<"$out" && pass "make data: same flags, not made again" ||
     fail "make data: same flags, not made again" "$out"
+touch -d '+1 minute' "$TMP/amazon/tiny/sequences.txt" "$TMP/amazon/tiny/items.jsonl"
+out=$(prep)
+grep -q "up to date" <<<"$out" && pass "make data: inputs copied afresh (newer mtime, same content), not made again" ||
+    fail "make data: inputs copied afresh (newer mtime, same content), not made again" "$out"
+echo "5 1 2 3" >>"$TMP/amazon/tiny/sequences.txt"
+out=$(prep)
+grep -q "^wrote .*5 users" <<<"$out" && pass "make data: changed inputs, made again" || fail "make data: changed inputs, made again" "$out"
 echo "--dim 4" >"$TMP/cfgs/tiny.prep"
 out=$(prep)
 d=$(dim)
