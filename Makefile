@@ -15,7 +15,7 @@ PKGS := hdf5-openmpi openblas libconfig jansson
 # recursive: pkg-config runs after scripts/install-deps.sh has had its turn
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
-CFLAGS = -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
+CFLAGS = -std=c11 $(OPT) -fopenmp-simd -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
 LDFLAGS = $(SAN_FLAGS)
 LDLIBS = $(PKG_LIBS) -lm
 
@@ -96,7 +96,7 @@ FUZZ_BUILD ?= $(BUILD)/fuzz
 FUZZ_CC ?= clang
 FUZZ_BINS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_OBJS := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS))
-FUZZ_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(shell mpicc -showme:compile) $(PKG_CFLAGS) \
+FUZZ_CFLAGS = -std=c11 -O1 -fopenmp-simd -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude $(shell mpicc -showme:compile) $(PKG_CFLAGS) \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -MMD -MP
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)

@@ -1,6 +1,8 @@
 /* layers: the kernels of the chunk Transformer, one _forward/_backward pair per layer
  * (llm.c style). Tensors are row-major floats; N rows (tokens) of C columns. Every backward
- * ACCUMULATES (+=) into its input gradient and its parameter gradients. */
+ * ACCUMULATES (+=) into its parameter gradients and, unless its `accumulate` argument is 0,
+ * into its input gradient; accumulate 0 writes the input gradient (=, what was there is never
+ * read), which saves zeroing and reading a fresh buffer. */
 #ifndef CAR_LAYERS_H
 #define CAR_LAYERS_H
 #include <stddef.h>
@@ -8,10 +10,10 @@
 
 /* out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC); bias may be NULL */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
-/* dinp (N,C) += dout (N,OC) @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += column sums of dout.
- * dinp, dbias may be NULL. */
+/* dinp (N,C) += (or = ) dout (N,OC) @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += column
+ * sums of dout. dinp, dbias may be NULL. */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC);
+                     const float *weight, int N, int C, int OC, int accumulate);
 
 /* out (N,C) = (inp - mean) * rstd * weight + bias, per row; mean, rstd (N) kept for backward */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias,
@@ -22,8 +24,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* out (n) = GELU(inp), tanh approximation (GPT-2) */
 void gelu_forward(float *out, const float *inp, size_t n);
-/* dinp (n) += GELU'(inp) * dout */
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* dinp (n) += (or = ) GELU'(inp) * dout */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int accumulate);
 
 /* out (n) = a + b */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
@@ -34,9 +36,9 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
  * one after another (attention_size floats). out (N,C). */
 size_t attention_size(const int *off, int B, int NH);
 void attention_forward(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH);
-/* dqkv (N,3C) += ; scratch: T_max * T_max floats */
+/* dqkv (N,3C) += (or = ); scratch: T_max * T_max floats */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int *off, int B,
-                        int C, int NH, float *scratch);
+                        int C, int NH, float *scratch, int accumulate);
 
 /* Progressive Act-Think context fusion. level[r] is row r's position inside its chunk; a row
  * continues the chunk of row r-1 when level[r] == level[r-1] + 1 (ar inputs may end inside a

@@ -4,6 +4,16 @@
 #define CAR_VMATH_H
 #include <stddef.h>
 
+/* VMATH_CLONES on a hot kernel: the compiler emits an AVX2 copy of it beside the baseline one and
+ * the loader picks one per CPU (ifunc, GCC and clang on x86-64 Linux). Its loops marked
+ * `#pragma omp simd` (built with -fopenmp-simd: the pragma only, no OpenMP runtime) are then
+ * vectorised, reductions included (which -O2 alone may not reorder). */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define VMATH_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VMATH_CLONES
+#endif
+
 /* x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (float accumulation) */
 float vexp_shift_sum(float *x, size_t n, float shift);
 /* max of x[0..n) (-INFINITY when n = 0; NaN when any element is NaN) */

@@ -15,45 +15,56 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                 OC);
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC) {
-    if (N == 0) return;
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
-    if (dbias)
-        for (int n = 0; n < N; n++) {
-            const float *d = dout + (size_t)n * OC;
-            for (int o = 0; o < OC; o++) dbias[o] += d[o];
-        }
+/* dbias (OC) += column sums of dout (N,OC) */
+VMATH_CLONES static void bias_backward(float *dbias, const float *dout, int N, int OC) {
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * OC;
+#pragma omp simd
+        for (int o = 0; o < OC; o++) dbias[o] += d[o];
+    }
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias,
-                       int N, int C) {
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC, int accumulate) {
+    if (N == 0) return;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C,
+                    accumulate ? 1.0f : 0.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias) bias_backward(dbias, dout, N, OC);
+}
+
+VMATH_CLONES void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                    const float *bias, int N, int C) {
     const float eps = 1e-5f;
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
         float m = 0;
+#pragma omp simd reduction(+ : m)
         for (int c = 0; c < C; c++) m += x[c];
         m /= C;
         float var = 0;
+#pragma omp simd reduction(+ : var)
         for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
         var /= C;
         float s = 1.0f / sqrtf(var + eps);
+#pragma omp simd
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
         mean[n] = m;
         rstd[n] = s;
     }
 }
 
-void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+VMATH_CLONES void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                     const float *weight, const float *mean, const float *rstd, int N, int C) {
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
         float m = mean[n], s = rstd[n];
         /* dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * weight */
         float dnorm_mean = 0, dnorm_norm_mean = 0;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
         for (int c = 0; c < C; c++) {
             float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
             dnorm_mean += dxhat;
@@ -61,6 +72,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         }
         dnorm_mean /= C;
         dnorm_norm_mean /= C;
+#pragma omp simd
         for (int c = 0; c < C; c++) {
             float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
             dbias[c] += dy[c];
@@ -75,36 +87,46 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define GELU_BLOCK 256 /* tanh is taken a block at a time (vectorised) */
 
 /* t (nb) = tanh(sqrt(2/pi) (x + 0.044715 x^3)), the tanh both GELU passes need */
-static void gelu_tanh_block(const float *x, size_t nb, float *t) {
+VMATH_CLONES static void gelu_tanh_block(const float *x, size_t nb, float *t) {
+#pragma omp simd
     for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
     vtanh(t, nb);
 }
 
-void gelu_forward(float *out, const float *inp, size_t n) {
+VMATH_CLONES void gelu_forward(float *out, const float *inp, size_t n) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
         const float *x = inp + i0;
         float t[GELU_BLOCK];
         gelu_tanh_block(x, nb, t);
+#pragma omp simd
         for (size_t i = 0; i < nb; i++) out[i0 + i] = 0.5f * x[i] * (1.0f + t[i]);
     }
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+VMATH_CLONES void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int accumulate) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
-        const float *x = inp + i0;
-        float t[GELU_BLOCK];
+        const float *x = inp + i0, *dy = dout + i0;
+        float t[GELU_BLOCK], *dx = dinp + i0;
         gelu_tanh_block(x, nb, t);
-        for (size_t i = 0; i < nb; i++) {
+#pragma omp simd
+        for (size_t i = 0; i < nb; i++) { /* t becomes GELU'(x) dy */
             float sech2 = 1.0f - t[i] * t[i];
             float local = 0.5f * (1.0f + t[i]) + 0.5f * x[i] * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
-            dinp[i0 + i] += local * dout[i0 + i];
+            t[i] = local * dy[i];
+        }
+        if (accumulate) {
+#pragma omp simd
+            for (size_t i = 0; i < nb; i++) dx[i] += t[i];
+        } else {
+            memcpy(dx, t, nb * sizeof(float));
         }
     }
 }
 
-void residual_forward(float *out, const float *a, const float *b, size_t n) {
+VMATH_CLONES void residual_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -130,15 +152,10 @@ void attention_forward(float *out, float *att, const float *qkv, const int *off,
             /* P (T,T) = softmax(q k^T * scale) over j <= i */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C, 0.0f, P, T);
             for (int i = 0; i < T; i++) {
-                float *row = P + (size_t)i * T, mx = -INFINITY, sum = 0;
-                for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                for (int j = 0; j <= i; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= i; j++) row[j] *= inv;
-                for (int j = i + 1; j < T; j++) row[j] = 0;
+                float *row = P + (size_t)i * T;
+                float sum = vexp_shift_sum(row, (size_t)i + 1, vmax(row, (size_t)i + 1));
+                vscale(row, (size_t)i + 1, 1.0f / sum);
+                memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
             }
             /* out (T,hs) = P v */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, v, 3 * C, 0.0f,
@@ -147,10 +164,23 @@ void attention_forward(float *out, float *att, const float *qkv, const int *off,
     }
 }
 
+/* dS (T,T) = P * (dP - rowsum(P * dP)) on and below the diagonal, 0 above, in place of dP */
+VMATH_CLONES static void softmax_causal_backward(float *dP, const float *P, int T) {
+    for (int i = 0; i < T; i++) {
+        const float *p = P + (size_t)i * T;
+        float *d = dP + (size_t)i * T, dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+#pragma omp simd
+        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
+        memset(d + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
+    }
+}
+
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int *off, int B,
-                        int C, int NH, float *scratch) {
+                        int C, int NH, float *scratch, int accumulate) {
     int hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
+    float scale = 1.0f / sqrtf((float)hs), beta = accumulate ? 1.0f : 0.0f; /* each head's columns are written once */
     for (int b = 0; b < B; b++) {
         int T = off[b + 1] - off[b];
         if (T == 0) continue;
@@ -164,18 +194,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             float *dP = scratch;
             /* dP (T,T) = dO v^T; dv += P^T dO */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, 3 * C, 0.0f, dP, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, dO, C, 1.0f, dv, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, dO, C, beta, dv, 3 * C);
             /* softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), zero above the diagonal */
-            for (int i = 0; i < T; i++) {
-                const float *p = P + (size_t)i * T;
-                float *d = dP + (size_t)i * T, dot = 0;
-                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
-                for (int j = i + 1; j < T; j++) d[j] = 0;
-            }
+            softmax_causal_backward(dP, P, T);
             /* dq += scale dS k; dk += scale dS^T q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, dP, T, k, 3 * C, 1.0f, dq, 3 * C);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, dP, T, q, 3 * C, 1.0f, dk, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, dP, T, k, 3 * C, beta, dq, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, dP, T, q, 3 * C, beta, dk, 3 * C);
         }
     }
 }
@@ -238,30 +262,38 @@ void embedding_backward(float *dtable, const int *rows, const int32_t *ids, int 
     }
 }
 
-void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
-                     uint64_t stream, const uint64_t *row_key) {
+/* units (4 groups) = the 16-bit dropout units of one row: draw g's bits 16j..16j+15 are unit 4g + j */
+VMATH_CLONES static void dropout_units(uint16_t *units, uint64_t key, uint64_t base, int groups) {
+    uint64_t bits[groups];
+#pragma omp simd
+    for (int g = 0; g < groups; g++) bits[g] = rng_mix(key ^ (base + (uint64_t)g));
+#pragma omp simd
+    for (int g = 0; g < groups; g++) {
+        units[4 * g + 0] = (uint16_t)bits[g];
+        units[4 * g + 1] = (uint16_t)(bits[g] >> 16);
+        units[4 * g + 2] = (uint16_t)(bits[g] >> 32);
+        units[4 * g + 3] = (uint16_t)(bits[g] >> 48);
+    }
+}
+
+VMATH_CLONES void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
+                                  uint64_t stream, const uint64_t *row_key) {
     uint32_t thr = p > 0 ? (uint32_t)lround((double)p * 65536.0) : 0;
     if (thr > 65536) thr = 65536;
     float scale = thr < 65536 ? (float)(65536.0 / (65536.0 - thr)) : 0.0f;
     uint64_t key = rng_mix(rng_mix(seed) ^ stream); /* rng_u64(seed, stream, c) = rng_mix(key ^ c) */
     int groups = (C + 3) / 4;                         /* one 64-bit draw gives four 16-bit units */
-    float keep[4 * groups];
+    uint16_t units[4 * groups];
     for (int r = 0; r < N; r++) {
-        uint64_t base = row_key[r] * (uint64_t)groups;
-        for (int g = 0; g < groups; g++) { /* branch-free: the draws are random */
-            uint64_t bits = rng_mix(key ^ (base + (uint64_t)g));
-            keep[4 * g + 0] = (float)((uint32_t)(bits & 0xffff) >= thr) * scale;
-            keep[4 * g + 1] = (float)((uint32_t)(bits >> 16 & 0xffff) >= thr) * scale;
-            keep[4 * g + 2] = (float)((uint32_t)(bits >> 32 & 0xffff) >= thr) * scale;
-            keep[4 * g + 3] = (float)((uint32_t)(bits >> 48) >= thr) * scale;
-        }
-        const float *x = inp + (size_t)r * C;
+        dropout_units(units, key, row_key[r] * (uint64_t)groups, groups);
+        const float *x = inp + (size_t)r * C, *a = res ? res + (size_t)r * C : NULL;
         float *y = out + (size_t)r * C;
-        if (res) {
-            const float *a = res + (size_t)r * C;
-            for (int c = 0; c < C; c++) y[c] = a[c] + x[c] * keep[c];
+        if (a) {
+#pragma omp simd
+            for (int c = 0; c < C; c++) y[c] = a[c] + x[c] * (units[c] >= thr ? scale : 0.0f);
         } else {
-            for (int c = 0; c < C; c++) y[c] = x[c] * keep[c];
+#pragma omp simd
+            for (int c = 0; c < C; c++) y[c] = x[c] * (units[c] >= thr ? scale : 0.0f);
         }
     }
 }

@@ -419,7 +419,7 @@ static void heads_forward_backward(Model *m, double *sums) {
             double t0 = m->prof ? comm_wtime() : 0;
             matmul_forward(lg, H, W, NULL, n, d, K);
             sums[k] = crossentropy_forward_backward(lg, n, K, tgt, ds, mx, sum);
-            if (ds != 0) matmul_backward(dH, arena_grad(&m->params, m->think_head[k]), NULL, lg, H, W, n, d, K);
+            if (ds != 0) matmul_backward(dH, arena_grad(&m->params, m->think_head[k]), NULL, lg, H, W, n, d, K, 1);
             if (m->prof) m->prof->seconds[0][PART_THINK] += comm_wtime() - t0;
         } else {
             TIMED(m, 0, PART_UID, sums[k] = uid_head_forward_backward(&m->uid, H, tgt, n, ds, dH));
@@ -577,27 +577,27 @@ void model_backward(Model *m) {
         /* MLP branch: res3 = res2 + dropout(fcproj(gelu(fc(ln2(res2))))) */
         const float *db;
         TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 2 + 2 * l));
-        TIMED(m, 1, PART_MLP_MM, memset(m->dfch_gelu, 0, 4 * Nd * sizeof(float));
+        /* the activation gradients below are written, not accumulated: each buffer is fresh */
+        TIMED(m, 1, PART_MLP_MM,
               matmul_backward(m->dfch_gelu, arena_grad(a, p->fcproj_w), arena_grad(a, p->fcproj_b), db, t->fch_gelu,
-                              arena_param(a, p->fcproj_w), N, 4 * d, d));
-        TIMED(m, 1, PART_GELU, memset(m->dfch, 0, 4 * Nd * sizeof(float));
-              gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd));
-        TIMED(m, 1, PART_MLP_MM, memset(m->dln, 0, Nd * sizeof(float));
+                              arena_param(a, p->fcproj_w), N, 4 * d, d, 0));
+        TIMED(m, 1, PART_GELU, gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd, 0));
+        TIMED(m, 1, PART_MLP_MM,
               matmul_backward(m->dln, arena_grad(a, p->fc_w), arena_grad(a, p->fc_b), m->dfch, t->ln2,
-                              arena_param(a, p->fc_w), N, d, 4 * d));
+                              arena_param(a, p->fc_w), N, d, 4 * d, 0));
         TIMED(m, 1, PART_LAYERNORM,
               layernorm_backward(m->dres, arena_grad(a, p->ln2_w), arena_grad(a, p->ln2_b), m->dln, t->res2,
                                  arena_param(a, p->ln2_w), t->ln2_mean, t->ln2_rstd, N, d));
         /* attention branch: res2 = res_in + dropout(proj(attention(qkv(ln1(res_in))))) */
         TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 1 + 2 * l));
-        TIMED(m, 1, PART_ATTN_MM, memset(m->datty, 0, Nd * sizeof(float));
+        TIMED(m, 1, PART_ATTN_MM,
               matmul_backward(m->datty, arena_grad(a, p->proj_w), arena_grad(a, p->proj_b), db, t->atty,
-                              arena_param(a, p->proj_w), N, d, d));
-        TIMED(m, 1, PART_ATTENTION, memset(m->dqkv, 0, 3 * Nd * sizeof(float));
-              attention_backward(m->dqkv, m->datty, t->qkv, t->att, m->off, m->B, d, s->n_heads, m->att_scratch));
-        TIMED(m, 1, PART_ATTN_MM, memset(m->dln, 0, Nd * sizeof(float));
+                              arena_param(a, p->proj_w), N, d, d, 0));
+        TIMED(m, 1, PART_ATTENTION,
+              attention_backward(m->dqkv, m->datty, t->qkv, t->att, m->off, m->B, d, s->n_heads, m->att_scratch, 0));
+        TIMED(m, 1, PART_ATTN_MM,
               matmul_backward(m->dln, arena_grad(a, p->qkv_w), arena_grad(a, p->qkv_b), m->dqkv, t->ln1,
-                              arena_param(a, p->qkv_w), N, d, 3 * d));
+                              arena_param(a, p->qkv_w), N, d, 3 * d, 0));
         TIMED(m, 1, PART_LAYERNORM,
               layernorm_backward(m->dres, arena_grad(a, p->ln1_w), arena_grad(a, p->ln1_b), m->dln, res_in,
                                  arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d));

@@ -90,9 +90,15 @@ static void test_matmul(void) {
     Layer l = {matmul_fwd, 42, R, &c};
     float *g0 = randn(35, 1, 5), *dinp = xmalloc(35 * 4), *dw = calloc(30, 4), *db = calloc(6, 4);
     memcpy(dinp, g0, 35 * 4);
-    matmul_backward(dinp, dw, db, R, c.inp, c.w, c.N, c.C, c.OC);
+    matmul_backward(dinp, dw, db, R, c.inp, c.w, c.N, c.C, c.OC, 1);
     float *di = added(dinp, g0, 35);
     EXPECT_GRAD("matmul dinp", fd_error(&l, c.inp, 35, di, 1e-2f));
+    /* accumulate 0 writes dinp: the NaN garbage there is never read */
+    float *dw2 = calloc(30, 4);
+    for (int i = 0; i < 35; i++) dinp[i] = NAN;
+    matmul_backward(dinp, dw2, NULL, R, c.inp, c.w, c.N, c.C, c.OC, 0);
+    EXPECT_GRAD("matmul dinp written (accumulate 0)", fd_error(&l, c.inp, 35, dinp, 1e-2f));
+    free(dw2);
     EXPECT_GRAD("matmul dweight", fd_error(&l, c.w, 30, dw, 1e-2f));
     EXPECT_GRAD("matmul dbias", fd_error(&l, c.b, 6, db, 1e-2f));
     free(c.inp), free(c.w), free(c.b), free(R), free(g0), free(dinp), free(dw), free(db), free(di);
@@ -139,9 +145,12 @@ static void test_gelu(void) {
     float *R = randn(64, 1, 21), *g0 = randn(64, 1, 22), *dinp = xmalloc(64 * 4);
     Layer l = {gelu_fwd, 64, R, &c};
     memcpy(dinp, g0, 64 * 4);
-    gelu_backward(dinp, c.inp, R, 64);
+    gelu_backward(dinp, c.inp, R, 64, 1);
     float *di = added(dinp, g0, 64);
     EXPECT_GRAD("gelu dinp", fd_error(&l, c.inp, 64, di, 1e-3f));
+    for (int i = 0; i < 64; i++) dinp[i] = NAN;
+    gelu_backward(dinp, c.inp, R, 64, 0);
+    EXPECT_GRAD("gelu dinp written (accumulate 0)", fd_error(&l, c.inp, 64, dinp, 1e-3f));
     /* the tanh approximation: GELU(1) = 0.841192 */
     float one = 1, y;
     gelu_forward(&y, &one, 1);
@@ -182,9 +191,12 @@ static void test_attention(void) {
     for (int c2 = 0; c2 < 8; c2++) CHECK_CLOSE(out[5 * 8 + c2], c.qkv[5 * 24 + 16 + c2], 1e-6);
     float *g0 = randn(nq, 1, 32), *dqkv = xmalloc(nq * 4), *scratch = xmalloc(49 * 4);
     memcpy(dqkv, g0, nq * 4);
-    attention_backward(dqkv, R, c.qkv, c.att, off, c.B, c.C, c.NH, scratch);
+    attention_backward(dqkv, R, c.qkv, c.att, off, c.B, c.C, c.NH, scratch, 1);
     float *dq = added(dqkv, g0, nq);
     EXPECT_GRAD("attention dqkv", fd_error(&l, c.qkv, nq, dq, 1e-2f));
+    for (size_t i = 0; i < nq; i++) dqkv[i] = NAN;
+    attention_backward(dqkv, R, c.qkv, c.att, off, c.B, c.C, c.NH, scratch, 0);
+    EXPECT_GRAD("attention dqkv written (accumulate 0)", fd_error(&l, c.qkv, nq, dqkv, 1e-2f));
     /* causality: the first sequence's first output does not move when its later tokens do */
     float before = out[0];
     for (int c2 = 0; c2 < 24; c2++) c.qkv[3 * 24 + c2] += 1.0f;
