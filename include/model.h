@@ -70,9 +70,13 @@ typedef struct {
     int64_t n_think;  /* car: positions (0 when L = 0); ar: predicted SID tokens */
 } ModelLoss;
 
-typedef struct {
-    int ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fcproj_w, fcproj_b;
-} LayerParams; /* tensor indices in Model.params */
+/* A GPT-2 block's tensors, in arena order: X(name) for each */
+#define LAYER_TENSORS(X) \
+    X(ln1_w) X(ln1_b) X(qkv_w) X(qkv_b) X(proj_w) X(proj_b) X(ln2_w) X(ln2_b) X(fc_w) X(fc_b) X(fcproj_w) X(fcproj_b)
+#define LAYER_INDEX_(name) int name;
+#define LAYER_POINTER_(name) float *name;
+typedef struct { LAYER_TENSORS(LAYER_INDEX_) } LayerParams;    /* tensor indices in Model.params */
+typedef struct { LAYER_TENSORS(LAYER_POINTER_) } LayerTensors; /* the same as named pointers */
 
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
@@ -169,6 +173,10 @@ void model_zero_grad(Model *m);
 /* Clip by the global norm (replicated arena and UID tables), learning rate of step (0-based),
  * AdamW on both. Returns the gradient norm before clipping. */
 double model_optimizer_step(Model *m, const OptimConfig *c, int64_t step);
+
+/* Block l's weights (grads 0) or their gradients (grads 1), as named pointers: the forward and
+ * backward read w.qkv_w, g.qkv_w rather than arena look-ups. */
+LayerTensors model_layer_tensors(const Model *m, int l, int grads);
 
 /* Inference: h_last (B,d) = final hidden state at the last token of each sequence, all of
  * whose items are input (dropout off). Sequences of 0 items give zeros. */

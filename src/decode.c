@@ -121,13 +121,13 @@ static float *blocks_forward(Decoder *dc, float *x, int N, const int *off, int n
     int d = m->spec.d_model, nl = m->spec.n_layers, L = m->spec.levels, k = dc->steps;
     size_t A = off ? attention_size(off, nseq, m->spec.n_heads) : (size_t)N * (size_t)(dc->hist_max + L + 1);
     size_t Nd = (size_t)N * d;
-    float *w = xgrow(&dc->work, &dc->work_cap, 14 * Nd + 2 * (size_t)N + A, sizeof(float));
-    float *ln = w, *qkv = ln + Nd, *y = qkv + 3 * Nd, *proj = y + Nd, *fch = proj + Nd, *gl = fch + 4 * Nd,
+    float *work = xgrow(&dc->work, &dc->work_cap, 14 * Nd + 2 * (size_t)N + A, sizeof(float));
+    float *ln = work, *qkv = ln + Nd, *y = qkv + 3 * Nd, *proj = y + Nd, *fch = proj + Nd, *gl = fch + 4 * Nd,
           *mean = gl + 4 * Nd, *rstd = mean + N, *att = rstd + N;
     for (int l = 0; l < nl; l++) {
-        const LayerParams *p = &m->layer[l];
-        layernorm_forward(ln, mean, rstd, x, param(m, p->ln1_w), param(m, p->ln1_b), N, d);
-        matmul_forward(qkv, ln, param(m, p->qkv_w), param(m, p->qkv_b), N, d, 3 * d);
+        LayerTensors w = model_layer_tensors(m, l, 0);
+        layernorm_forward(ln, mean, rstd, x, w.ln1_w, w.ln1_b, N, d);
+        matmul_forward(qkv, ln, w.qkv_w, w.qkv_b, N, d, 3 * d);
         if (off) {
             attention_forward(y, att, qkv, off, nseq, d, m->spec.n_heads);
         } else {
@@ -136,12 +136,12 @@ static float *blocks_forward(Decoder *dc, float *x, int N, const int *off, int n
                        2 * (size_t)d * sizeof(float));
             attend_cached(dc, l, qkv, N, y, att);
         }
-        matmul_forward(proj, y, param(m, p->proj_w), param(m, p->proj_b), N, d, d);
+        matmul_forward(proj, y, w.proj_w, w.proj_b, N, d, d);
         residual_forward(x, x, proj, Nd);
-        layernorm_forward(ln, mean, rstd, x, param(m, p->ln2_w), param(m, p->ln2_b), N, d);
-        matmul_forward(fch, ln, param(m, p->fc_w), param(m, p->fc_b), N, d, 4 * d);
+        layernorm_forward(ln, mean, rstd, x, w.ln2_w, w.ln2_b, N, d);
+        matmul_forward(fch, ln, w.fc_w, w.fc_b, N, d, 4 * d);
         gelu_forward(gl, fch, 4 * Nd);
-        matmul_forward(proj, gl, param(m, p->fcproj_w), param(m, p->fcproj_b), N, 4 * d, d);
+        matmul_forward(proj, gl, w.fcproj_w, w.fcproj_b, N, 4 * d, d);
         residual_forward(x, x, proj, Nd);
     }
     layernorm_forward(ln, mean, rstd, x, param(m, m->lnf_w), param(m, m->lnf_b), N, d);

@@ -127,6 +127,16 @@ void model_free(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
+LayerTensors model_layer_tensors(const Model *m, int l, int grads) {
+    const LayerParams *p = &m->layer[l];
+    const ParamArena *a = &m->params;
+    LayerTensors t;
+#define LAYER_FILL_(name) t.name = grads ? arena_grad(a, p->name) : arena_param(a, p->name);
+    LAYER_TENSORS(LAYER_FILL_)
+#undef LAYER_FILL_
+    return t;
+}
+
 int64_t model_num_params(const Model *m) {
     return (int64_t)m->params.total + (m->spec.tie_uid ? 1 : 2) * m->spec.n_items * m->spec.d_model;
 }
@@ -366,24 +376,17 @@ static void backbone_forward(Model *m) {
     if (dropout_on(m)) TIMED(m, 0, PART_DROPOUT, dropout_site(m, m->x0, m->x0, NULL, 0));
     const float *res = m->x0;
     for (int l = 0; l < s->n_layers; l++) {
-        const LayerParams *p = &m->layer[l];
+        LayerTensors w = model_layer_tensors(m, l, 0);
         LayerActs *t = &m->la[l];
-        TIMED(m, 0, PART_LAYERNORM,
-              layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, arena_param(a, p->ln1_w),
-                                arena_param(a, p->ln1_b), N, d));
-        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->qkv, t->ln1, arena_param(a, p->qkv_w), arena_param(a, p->qkv_b), N, d, 3 * d));
+        TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, w.ln1_w, w.ln1_b, N, d));
+        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->qkv, t->ln1, w.qkv_w, w.qkv_b, N, d, 3 * d));
         TIMED(m, 0, PART_ATTENTION, attention_forward(t->atty, t->att, t->qkv, m->off, m->B, d, s->n_heads));
-        TIMED(m, 0, PART_ATTN_MM,
-              matmul_forward(t->attproj, t->atty, arena_param(a, p->proj_w), arena_param(a, p->proj_b), N, d, d));
+        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->attproj, t->atty, w.proj_w, w.proj_b, N, d, d));
         TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l)); /* res2 = res + dropout(attproj) */
-        TIMED(m, 0, PART_LAYERNORM,
-              layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, arena_param(a, p->ln2_w),
-                                arena_param(a, p->ln2_b), N, d));
-        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, arena_param(a, p->fc_w), arena_param(a, p->fc_b), N, d, 4 * d));
+        TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, w.ln2_w, w.ln2_b, N, d));
+        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, w.fc_w, w.fc_b, N, d, 4 * d));
         TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)N * 4 * d));
-        TIMED(m, 0, PART_MLP_MM,
-              matmul_forward(t->fcproj, t->fch_gelu, arena_param(a, p->fcproj_w), arena_param(a, p->fcproj_b), N,
-                             4 * d, d));
+        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fcproj, t->fch_gelu, w.fcproj_w, w.fcproj_b, N, 4 * d, d));
         TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l)); /* res3 = res2 + dropout(fcproj) */
         res = t->res3;
     }
@@ -571,37 +574,28 @@ void model_backward(Model *m) {
                              arena_param(a, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, d));
     grads_ready(m, m->lnf_w); /* the final LayerNorm and the think heads (done in the forward) */
     for (int l = s->n_layers - 1; l >= 0; l--) {
-        const LayerParams *p = &m->layer[l];
+        LayerTensors w = model_layer_tensors(m, l, 0), g = model_layer_tensors(m, l, 1);
         const LayerActs *t = &m->la[l];
         const float *res_in = l ? m->la[l - 1].res3 : m->x0;
-        /* MLP branch: res3 = res2 + dropout(fcproj(gelu(fc(ln2(res2))))) */
+        /* MLP branch: res3 = res2 + dropout(fcproj(gelu(fc(ln2(res2))))). The activation gradients
+         * are written, not accumulated (accumulate 0): each buffer is fresh; dres accumulates. */
         const float *db;
         TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 2 + 2 * l));
-        /* the activation gradients below are written, not accumulated: each buffer is fresh */
         TIMED(m, 1, PART_MLP_MM,
-              matmul_backward(m->dfch_gelu, arena_grad(a, p->fcproj_w), arena_grad(a, p->fcproj_b), db, t->fch_gelu,
-                              arena_param(a, p->fcproj_w), N, 4 * d, d, 0));
+              matmul_backward(m->dfch_gelu, g.fcproj_w, g.fcproj_b, db, t->fch_gelu, w.fcproj_w, N, 4 * d, d, 0));
         TIMED(m, 1, PART_GELU, gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd, 0));
-        TIMED(m, 1, PART_MLP_MM,
-              matmul_backward(m->dln, arena_grad(a, p->fc_w), arena_grad(a, p->fc_b), m->dfch, t->ln2,
-                              arena_param(a, p->fc_w), N, d, 4 * d, 0));
+        TIMED(m, 1, PART_MLP_MM, matmul_backward(m->dln, g.fc_w, g.fc_b, m->dfch, t->ln2, w.fc_w, N, d, 4 * d, 0));
         TIMED(m, 1, PART_LAYERNORM,
-              layernorm_backward(m->dres, arena_grad(a, p->ln2_w), arena_grad(a, p->ln2_b), m->dln, t->res2,
-                                 arena_param(a, p->ln2_w), t->ln2_mean, t->ln2_rstd, N, d));
+              layernorm_backward(m->dres, g.ln2_w, g.ln2_b, m->dln, t->res2, w.ln2_w, t->ln2_mean, t->ln2_rstd, N, d));
         /* attention branch: res2 = res_in + dropout(proj(attention(qkv(ln1(res_in))))) */
         TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 1 + 2 * l));
-        TIMED(m, 1, PART_ATTN_MM,
-              matmul_backward(m->datty, arena_grad(a, p->proj_w), arena_grad(a, p->proj_b), db, t->atty,
-                              arena_param(a, p->proj_w), N, d, d, 0));
+        TIMED(m, 1, PART_ATTN_MM, matmul_backward(m->datty, g.proj_w, g.proj_b, db, t->atty, w.proj_w, N, d, d, 0));
         TIMED(m, 1, PART_ATTENTION,
               attention_backward(m->dqkv, m->datty, t->qkv, t->att, m->off, m->B, d, s->n_heads, m->att_scratch, 0));
-        TIMED(m, 1, PART_ATTN_MM,
-              matmul_backward(m->dln, arena_grad(a, p->qkv_w), arena_grad(a, p->qkv_b), m->dqkv, t->ln1,
-                              arena_param(a, p->qkv_w), N, d, 3 * d, 0));
+        TIMED(m, 1, PART_ATTN_MM, matmul_backward(m->dln, g.qkv_w, g.qkv_b, m->dqkv, t->ln1, w.qkv_w, N, d, 3 * d, 0));
         TIMED(m, 1, PART_LAYERNORM,
-              layernorm_backward(m->dres, arena_grad(a, p->ln1_w), arena_grad(a, p->ln1_b), m->dln, res_in,
-                                 arena_param(a, p->ln1_w), t->ln1_mean, t->ln1_rstd, N, d));
-        grads_ready(m, p->ln1_w); /* block l's tensors lie from its ln1_w on */
+              layernorm_backward(m->dres, g.ln1_w, g.ln1_b, m->dln, res_in, w.ln1_w, t->ln1_mean, t->ln1_rstd, N, d));
+        grads_ready(m, m->layer[l].ln1_w); /* block l's tensors lie from its ln1_w on */
     }
     /* embeddings: x0 = dropout(fusion(emb) + pos + level) */
     if (dropout_on(m)) TIMED(m, 1, PART_DROPOUT, dropout_site(m, m->dres, m->dres, NULL, 0));
