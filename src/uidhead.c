@@ -119,6 +119,32 @@ void uid_head_scores(const UidHead *u, const float *H, int N, float *scores) {
                 V);
 }
 
+/* The gradients of one block from E = exp(logits - max) (nb,V) as it is: with G = dscale (E / sum
+ * - onehot(local)), dW (V,d) += G^T Hb and dHb (nb,d) += G W (a partial sum over shards). The
+ * scaling by dscale / sum goes on the small operands (Hs = Hb rows scaled, and the rows of E W)
+ * and the one-hot on the target rows, so E is never rewritten: a pass over the logits saved. */
+static void uid_block_gradients(const float *E, int nb, int V, int d, const float *Hb, const float *W, const float *sum,
+                                const int32_t *local, float dscale, float *Hs, float *EW, float *dW, float *dHb) {
+    for (int n = 0; n < nb; n++) {
+        float f = dscale / sum[n];
+        for (int c = 0; c < d; c++) Hs[(size_t)n * d + c] = f * Hb[(size_t)n * d + c];
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, E, V, Hs, d, 1.0f, dW, d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, E, V, W, d, 0.0f, EW, d);
+    for (int n = 0; n < nb; n++) {
+        float f = dscale / sum[n], *dh = dHb + (size_t)n * d;
+        const float *ew = EW + (size_t)n * d, *h = Hb + (size_t)n * d;
+        for (int c = 0; c < d; c++) dh[c] += f * ew[c];
+        if (local[n] < 0) continue; /* the target is owned elsewhere: its one-hot is applied there */
+        float *dw = dW + (size_t)local[n] * d;
+        const float *w = W + (size_t)local[n] * d;
+        for (int c = 0; c < d; c++) {
+            dw[c] -= dscale * h[c];
+            dh[c] -= dscale * w[c];
+        }
+    }
+}
+
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH) {
     check_ids(u, targets, N, "target");
     int V = (int)(u->hi - u->lo), d = u->d, bs = u->block, P = comm_size(), me = comm_rank();
@@ -144,7 +170,9 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
     float *dHall = NULL;
     if (dscale != 0) dHall = u->sharded ? xgrow(&u->rows2, &u->rows2_cap, (size_t)NT * d, sizeof(float)) : dH;
     if (dHall && u->sharded) memset(dHall, 0, (size_t)NT * d * sizeof(float));
-    float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * (V ? V : 1), sizeof(float));
+    /* the block's logits (bs,V), then the rows scaled for the gradient and E W (bs,d each) */
+    float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * ((V ? V : 1) + 2 * (size_t)d), sizeof(float));
+    float *Hs = x + (size_t)bs * (V ? V : 1), *EW = Hs + (size_t)bs * d;
     float *st = xgrow(&u->stat, &u->stat_cap, 3 * (size_t)bs, sizeof(float)), *mx = st, *sum = st + bs;
     int32_t local[bs]; /* target index within the owned range, -1 when owned elsewhere */
     const float *W = uid_head_w(u);
@@ -168,13 +196,8 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         if (u->sharded) comm_sum_float(sum, 2 * nb); /* and tl */
         for (int n = 0; n < nb; n++)
             if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
-        if (dscale == 0) continue;
-        softmax_rows_grad(x, nb, V, V, sum, local, dscale);
-        if (V == 0) continue;
-        /* dW (V,d) += dlogits^T Hb; dHb (nb,d) += dlogits W (a partial sum over shards) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, x, V, Hb, d, 1.0f, dW, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, x, V, W, d, 1.0f, dHall + (size_t)r0 * d,
-                    d);
+        if (dscale == 0 || V == 0) continue;
+        uid_block_gradients(x, nb, V, d, Hb, W, sum, local, dscale, Hs, EW, dW, dHall + (size_t)r0 * d);
     }
     if (dHall && u->sharded) {
         int64_t *cnt = rows_of + P;
