@@ -1,14 +1,21 @@
 /* bench_train [--d D] [--layers N] [--heads H] [--levels L] [--codebook K] [--items V] [--batch B]
- *             [--history N] [--mode car|ar] [--dropout P] [--steps S]
+ *             [--history N] [--mode car|ar] [--dropout P] [--steps S] [--dataset FILE [--split tokens|owner]]
  * Training throughput: forward, backward and AdamW steps (train_step, as car_train runs them) of
- * the chunk Transformer on random histories of equal length (Beauty-sized by default). The global
- * batch B is split over the ranks, the UID tables are sharded. Prints the median step, tokens/s,
+ * the chunk Transformer on random histories of equal length N (Beauty-sized by default), the
+ * global batch B split evenly over the ranks; or with --dataset, on the real training windows of
+ * FILE (a car_prep dataset, e.g. data/beauty/dataset.h5: its lengths, cut to N items, and items;
+ * V is its item count), step t training global batch t of epoch 1 formed as car_train forms it
+ * (batch.h, inside the timed step), split over the ranks by tokens or, with --split owner, by
+ * which rank owns the user (the earlier split). The UID tables are sharded. Prints the median step, tokens/s,
  * model GFLOP/s (matrix products) and its share of this process's own sgemm peak measured in the
  * same run with the same threads; with P ranks also the step split into compute, communication
  * and idle (waiting for the slowest rank, timed by a barrier before every collective), bytes sent
- * per rank and step, and peak memory per rank and of the UID tables per rank; and where the time
+ * per rank and step, tokens per rank (max / mean, 1 = balanced), and peak memory per rank and of
+ * the UID tables per rank; and where the time
  * goes: each part of the step (Model.prof) in ms per step, forward and backward, and its share. */
+#include "batch.h"
 #include "comm.h"
+#include "h5io.h"
 #include "model.h"
 #include "train.h"
 #include "rng.h"
@@ -60,11 +67,47 @@ static void print_parts(const ModelProfile *prof, int steps, double step) {
            100 * (step - covered) / step);
 }
 
+/* --dataset: the real training windows, batches of epoch 1 in car_train's order and split */
+typedef struct {
+    Dataset ds;
+    int64_t *offsets, *order, n_train;
+    UserSlice users;
+    Batcher bt;
+} RealBatches;
+
+static void real_open(RealBatches *rb, const char *path, int B, int n, int mode, int C, int split) {
+    dataset_open(&rb->ds, path);
+    int64_t U = rb->ds.n_users;
+    rb->offsets = xmalloc(sizeof(int64_t) * (size_t)(U + 1));
+    h5io_read_all(rb->ds.file, "/users/offsets", H5T_NATIVE_INT64, rb->offsets);
+    dataset_read_my_users(&rb->ds, &rb->users);
+    rb->order = xmalloc(sizeof(int64_t) * (size_t)(U + 1));
+    rb->n_train = batch_epoch_order(rb->offsets, U, 1, 1, rb->order);
+    if (rb->n_train < 1) comm_fail("%s: no user has a training window", path);
+    batcher_init(&rb->bt, B, n - 1, mode, C, split); /* windows of at most n = max_history + 1 items */
+}
+
+/* global batch t (wrapping around the epoch) */
+static ModelBatch real_batch(RealBatches *rb, int B, int64_t t) {
+    int64_t per_epoch = (rb->n_train + B - 1) / B, s = t % per_epoch;
+    int64_t count = rb->n_train - s * B < B ? rb->n_train - s * B : B;
+    return batcher_form(&rb->bt, rb->order + s * B, (int)count, rb->offsets, rb->ds.n_users, &rb->users);
+}
+
+static void real_close(RealBatches *rb) {
+    batcher_free(&rb->bt);
+    user_slice_free(&rb->users);
+    free(rb->offsets);
+    free(rb->order);
+    dataset_close(&rb->ds);
+}
+
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "bench_train");
     int uid_block = 0, bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
     int64_t V = 12101;
     float dropout = 0.3f;
+    const char *data = NULL, *split_name = "tokens";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--d")) d = atoi(v);
@@ -80,10 +123,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--steps")) steps = atoi(v);
         else if (!strcmp(k, "--bucket-kib")) bucket_kib = atoi(v);
         else if (!strcmp(k, "--uid-block")) uid_block = atoi(v);
+        else if (!strcmp(k, "--dataset")) data = v;
+        else if (!strcmp(k, "--split")) split_name = v;
         else comm_fail("unknown option %s", k);
     }
     if (d < 4 || d % heads || L < 0 || L > SID_MAX_LEVELS || K < 2 || V < 2 || B < 1 || n < 2 || steps < 1)
         comm_fail("bad sizes (see the source header for the options)");
+    if (strcmp(split_name, "tokens") && strcmp(split_name, "owner"))
+        comm_fail("--split: tokens or owner, not %s", split_name);
+    RealBatches rb = {0};
+    if (data) {
+        real_open(&rb, data, B, n, mode, L + 1, !strcmp(split_name, "owner") ? BATCH_SPLIT_OWNER : BATCH_SPLIT_TOKENS);
+        V = rb.ds.n_items;
+    }
     ModelSpec s = {.levels = L, .n_items = V, .max_chunks = n, .d_model = d, .n_layers = layers, .n_heads = heads,
                    .dropout = dropout, .fusion = FUSION_SUM, .mode = mode, .alpha = 1, .seed = 1};
     for (int l = 0; l < L; l++) s.codebook[l] = K;
@@ -98,7 +150,7 @@ int main(int argc, char **argv) {
     int64_t *sample = xmalloc(sizeof(int64_t) * (size_t)(Bl + 1));
     for (int b = 0; b < Bl; b++) len[b] = n, sample[b] = b0 + b;
     for (int64_t i = 0; i < (int64_t)Bl * n; i++) items[i] = (int32_t)rng_below(1, 3, (uint64_t)(b0 * n + i), (uint64_t)V);
-    ModelBatch batch = {Bl, len, items, sample};
+    ModelBatch batch = {Bl, len, items, sample}; /* without --dataset: every step */
     Model m;
     model_create(&m, &s, L ? codes : NULL);
     if (uid_block > 0) m.uid.block = uid_block; /* rows per logits block of the UID head */
@@ -111,7 +163,9 @@ int main(int argc, char **argv) {
     gradsync_init(&gs, &m.params, (size_t)bucket_kib * 1024 / sizeof(float));
     /* steps alternate: gradients summed by bucket during the backward (car_train's way), then in
      * one all-reduce after it; the split into compute, communication and idle is of the first */
-    double *t = xmalloc(sizeof(double) * 2 * (size_t)steps), *t1 = t + steps, split[3] = {0, 0, 0}, bytes = 0;
+    double *t = xmalloc(sizeof(double) * 4 * (size_t)steps), *t1 = t + steps, split[3] = {0, 0, 0}, bytes = 0;
+    double *tok_max = t1 + steps, *tok_sum = tok_max + steps, flops = 0;
+    double form[3] = {0, 0, 0}; /* forming --dataset batches: compute, all-to-all, idle before it */
     ModelProfile prof;
     memset(&prof, 0, sizeof prof);
     for (int st = -1; st < 2 * steps; st++) { /* step -1: warm-up (allocations) */
@@ -120,6 +174,9 @@ int main(int argc, char **argv) {
         comm_stats_reset();
         double t0 = comm_wtime(), g;
         m.prof = st >= 0 && bucketed ? &prof : NULL; /* the timers' own cost is in the timed steps */
+        if (data) batch = real_batch(&rb, B, st < 0 ? 0 : st / 2); /* the pair of steps trains one batch */
+        double t_form = comm_wtime() - t0;
+        CommStats cs_form = comm_stats(); /* the all-to-all of windows, and waiting for it */
         train_step(&m, bucketed ? &gs : NULL, &batch, &oc, st + 1, &g);
         double dt = comm_wtime() - t0;
         CommStats cs = comm_stats();
@@ -131,17 +188,26 @@ int main(int argc, char **argv) {
             continue;
         }
         t[st / 2] = step_max;
+        tok_max[st / 2] = tok_sum[st / 2] = m.N;
+        form[0] += t_form - cs_form.comm_seconds - cs_form.idle_seconds;
+        form[1] += cs_form.comm_seconds;
+        form[2] += cs_form.idle_seconds;
+        flops += model_train_flops(&m);
         split[0] += dt - cs.comm_seconds - cs.idle_seconds;
         split[1] += cs.comm_seconds;
         split[2] += cs.idle_seconds;
         bytes += (double)cs.bytes;
     }
-    double flops = model_train_flops(&m), tokens = m.N;
     comm_sum_double(&flops, 1);
-    comm_sum_double(&tokens, 1);
+    comm_sum_double(form, 3);
+    comm_max_double(tok_max, steps);
+    comm_sum_double(tok_sum, steps);
     comm_sum_double(split, 3);
     comm_sum_double(&bytes, 1);
     int P = comm_size();
+    double tokens = 0, imbalance = 0; /* per step (global batch), and its busiest rank's over the mean */
+    for (int i = 0; i < steps; i++) tokens += tok_sum[i] / steps, imbalance += tok_max[i] * P / tok_sum[i] / steps;
+    flops /= steps;
     for (int k = 0; k < 3; k++) split[k] /= (double)P * steps; /* per rank and step */
     bytes /= (double)P * steps;
     qsort(t, (size_t)steps, sizeof *t, cmp_double);
@@ -151,29 +217,39 @@ int main(int argc, char **argv) {
     double uid_mib = (double)m.uid.arena.total * 4 * sizeof(float) / (1 << 20); /* params, grads, m, v */
     double rss = comm_peak_rss_mib();
     comm_max_double(&uid_mib, 1);
+    const char *split_used = data ? split_name : "even"; /* random histories: B / P of equal length each */
     if (comm_rank() == 0) {
         printf("bench_train %s d=%d layers=%d heads=%d L=%d K=%d V=%lld B=%d history=%d dropout=%.2f | %s\n",
                mode == MODE_AR ? "ar" : "car", d, layers, heads, L, K, (long long)V, B, n, dropout, comm_blas_info());
+        if (data)
+            printf("  batches: the training windows of %s (at most %d items), global batches 1..%d of epoch 1, split by "
+                   "%s, formed in the step: %.3f ms compute, %.3f ms all-to-all, %.3f ms idle before it (mean over "
+                   "ranks and steps); tokens/s = mean tokens per step / median step\n", data, n, steps, split_name,
+                   1e3 * form[0] / ((double)P * steps), 1e3 * form[1] / ((double)P * steps),
+                   1e3 * form[2] / ((double)P * steps));
         printf("  step median %.1f ms of %d | %.0f tokens/step | %.0f tokens/s | %.1f GFLOP/s = %.0f%% of sgemm peak "
                "%.1f GFLOP/s (one rank's, same process) | peak memory %.0f MiB per rank (max), UID tables %.2f MiB "
                "per rank\n",
                1e3 * step, steps, tokens, tokens / step, gflops, 100 * gflops / (peak * P), peak, rss, uid_mib);
         if (P > 1)
-            printf("  per rank and step (mean): compute %.1f ms, communication %.1f ms, idle %.1f ms; %.0f KiB sent; "
-                   "gradients in %d buckets of ~%d KiB during the backward vs one all-reduce after it: step %.1f vs "
-                   "%.1f ms (%.3fx)\n",
-                   1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, gs.n, bucket_kib, 1e3 * step,
+            printf("  per rank and step (mean): compute %.1f ms, communication %.1f ms, idle %.1f ms; tokens per rank "
+                   "max / mean %.3f; %.0f KiB sent; gradients in %d buckets of ~%d KiB during the backward vs one "
+                   "all-reduce after it: step %.1f vs %.1f ms (%.3fx)\n",
+                   1e3 * split[0], 1e3 * split[1], 1e3 * split[2], imbalance, bytes / 1024, gs.n, bucket_kib, 1e3 * step,
                    1e3 * one_allreduce, one_allreduce / step);
         printf("BENCH train mode=%s ranks=%d threads=%d tokens_per_s=%.0f gflops=%.1f peak_share=%.3f step_ms=%.1f "
-               "compute_ms=%.1f comm_ms=%.1f idle_ms=%.1f kib_sent=%.0f rss_mib=%.0f uid_mib=%.2f one_allreduce_step_ms=%.1f\n",
+               "compute_ms=%.1f comm_ms=%.1f idle_ms=%.1f kib_sent=%.0f rss_mib=%.0f uid_mib=%.2f one_allreduce_step_ms=%.1f "
+               "split=%s tok_imbalance=%.4f\n",
                mode == MODE_AR ? "ar" : "car", P, openblas_get_num_threads(), tokens / step, gflops, gflops / (peak * P),
-               1e3 * step, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, rss, uid_mib, 1e3 * one_allreduce);
+               1e3 * step, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, rss, uid_mib, 1e3 * one_allreduce,
+               split_used, imbalance);
     }
     double mean_step = 0;
     for (int i = 0; i < steps; i++) mean_step += t[i] / steps; /* the table's parts add up to the mean */
     print_parts(&prof, steps, mean_step);
     gradsync_free(&gs);
     free(t); free(codes); free(len); free(items); free(sample);
+    if (data) real_close(&rb);
     model_free(&m);
     comm_finalize();
     return 0;

@@ -44,6 +44,9 @@ typedef enum { SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST } Split;
 int dataset_split_exists(int64_t n, Split split);
 int dataset_split(const int32_t *seq, int64_t n, Split split, int max_history, const int32_t **hist, int64_t *hist_len,
                   int32_t *target);
+/* The hist_len dataset_split gives a sequence of n items (0 when it has nothing for split): every
+ * rank knows every user's from /users/offsets alone, without the items. */
+int64_t dataset_split_len(int64_t n, Split split, int max_history);
 
 /* What car_prep writes. Collective: every rank holds offsets/items/user_ids in full and
  * rows [item_lo, item_hi) of the embedding; rank 0 holds the texts. */

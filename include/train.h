@@ -1,5 +1,5 @@
 /* train: the "train" stage of car_train. Epochs over users in a seeded order, global batches
- * split over the ranks that own their users, gradients summed over ranks, AdamW, validation
+ * split over the ranks by tokens (batch.h), gradients summed over ranks, AdamW, validation
  * every few epochs with early stopping, test at the best validation epoch. Writes
  * run.dir/metrics.jsonl (one JSON object per log interval and evaluation) and
  * run.dir/results.json. */

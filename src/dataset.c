@@ -88,12 +88,16 @@ int dataset_split_exists(int64_t n, Split split) {
     return split_end(n, split) >= (split == SPLIT_TRAIN ? 2 : 1);
 }
 
+int64_t dataset_split_len(int64_t n, Split split, int max_history) {
+    if (!dataset_split_exists(n, split)) return 0;
+    int64_t end = split_end(n, split), cap = split == SPLIT_TRAIN ? (int64_t)max_history + 1 : max_history;
+    return end < cap ? end : cap;
+}
+
 int dataset_split(const int32_t *seq, int64_t n, Split split, int max_history, const int32_t **hist, int64_t *hist_len,
                   int32_t *target) {
     if (!dataset_split_exists(n, split)) return 0;
-    int64_t end = split_end(n, split);
-    int64_t cap = split == SPLIT_TRAIN ? (int64_t)max_history + 1 : max_history;
-    int64_t keep = end < cap ? end : cap;
+    int64_t end = split_end(n, split), keep = dataset_split_len(n, split, max_history);
     *hist = seq + end - keep;
     *hist_len = keep;
     *target = split == SPLIT_TRAIN ? -1 : seq[end];

@@ -1,4 +1,5 @@
 #include "train.h"
+#include "batch.h"
 #include "comm.h"
 #include "dataset.h"
 #include "eval.h"
@@ -7,7 +8,6 @@
 #include "h5io.h"
 #include "log.h"
 #include "model.h"
-#include "rng.h"
 #include "sid.h"
 #include "checkpoint.h"
 #include <signal.h>
@@ -19,31 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-typedef struct { uint64_t key; int64_t user; } OrderKey;
-
-static int cmp_order(const void *a, const void *b) {
-    const OrderKey *x = a, *y = b;
-    if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return (x->user > y->user) - (x->user < y->user);
-}
-
-/* The users that have a training window, in the seeded order of epoch e: the same on every
- * rank and for every rank count. */
-static int64_t epoch_order(const int64_t *offsets, int64_t n_users, uint64_t seed, int epoch,
-                           int64_t *order) {
-    OrderKey *k = xmalloc(sizeof(OrderKey) * (size_t)(n_users + 1));
-    int64_t n = 0;
-    for (int64_t u = 0; u < n_users; u++) {
-        if (!dataset_split_exists(offsets[u + 1] - offsets[u], SPLIT_TRAIN)) continue;
-        k[n].key = rng_u64(seed, 0x5eed0000ULL + (uint64_t)epoch, (uint64_t)u);
-        k[n++].user = u;
-    }
-    qsort(k, (size_t)n, sizeof *k, cmp_order);
-    for (int64_t i = 0; i < n; i++) order[i] = k[i].user;
-    free(k);
-    return n;
-}
 
 static json_t *metrics_json(const MetricSums *s) {
     double r[METRICS_NK], n[METRICS_NK];
@@ -344,40 +319,15 @@ typedef struct {
     double t_start, t_log, train_seconds, tokens_total;
     int64_t first_step, total_steps, steps_per_epoch, n_train;
     int64_t *order;      /* (U) this epoch's global user order */
-    int *len;            /* (B) batch buffers */
-    int64_t *sample;
-    int32_t *items;
+    Batcher bt;          /* this rank's part of each global batch */
     OptimConfig oc;
 } Loop;
 
-/* This rank's part of global step s of the epoch: its users among positions [sB, (s+1)B). */
+/* This rank's part of global step s of the epoch (positions [sB, (s+1)B)), balanced by tokens. */
 static ModelBatch fill_batch(const Run *r, Loop *lp, int64_t s) {
-    const CarConfig *cfg = r->cfg;
-    const UserSlice *us = &r->users;
-    int B = cfg->train.batch_size, nb = 0;
-    int64_t n_items = 0;
-    for (int64_t i = s * B; i < (s + 1) * B && i < lp->n_train; i++) {
-        int64_t u = lp->order[i];
-        if (u < us->lo || u >= us->hi) continue; /* another rank's user */
-        const int32_t *seq = us->items + us->offsets[u - us->lo], *h;
-        int64_t hl;
-        int32_t t;
-        dataset_split(seq, us->offsets[u - us->lo + 1] - us->offsets[u - us->lo], SPLIT_TRAIN, cfg->data.max_history,
-                      &h, &hl, &t);
-        memcpy(lp->items + n_items, h, sizeof(int32_t) * (size_t)hl);
-        n_items += hl;
-        lp->len[nb] = (int)hl;
-        lp->sample[nb++] = u;
-    }
-    return (ModelBatch){nb, lp->len, lp->items, lp->sample};
-}
-
-static double batch_tokens(const Run *r, const ModelBatch *b) {
-    int C = r->cfg->sid.levels + 1;
-    double tok = 0;
-    for (int i = 0; i < b->B; i++)
-        tok += r->cfg->train.mode == MODE_AR ? (double)b->len[i] * C - 1 : (double)(b->len[i] - 1) * C;
-    return tok;
+    int B = r->cfg->train.batch_size;
+    int64_t n = lp->n_train - s * B < B ? lp->n_train - s * B : B;
+    return batcher_form(&lp->bt, lp->order + s * B, (int)n, r->offsets, r->U, &r->users);
 }
 
 static void log_progress(Loop *lp, int epoch, int64_t step, double gnorm) {
@@ -500,16 +450,14 @@ static void loop_open(Run *r, Loop *lp, int resumed_at, int64_t step) {
     memset(lp, 0, sizeof *lp);
     lp->t_start = lp->t_log = comm_wtime();
     lp->order = xmalloc(sizeof(int64_t) * (size_t)(r->U + 1));
-    lp->n_train = epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, 0, lp->order);
+    lp->n_train = batch_epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, 0, lp->order);
     if (lp->n_train == 0) comm_fail("%s: no user has a training window (users need at least 4 items)", cfg->data.path);
     lp->steps_per_epoch = (lp->n_train + B - 1) / B;
     lp->total_steps = lp->steps_per_epoch * cfg->train.epochs;
     if (cfg->train.max_steps > 0 && cfg->train.max_steps < lp->total_steps) lp->total_steps = cfg->train.max_steps;
     lp->first_step = step;
     optim_from_config(&lp->oc, cfg, lp->total_steps);
-    lp->len = xmalloc(sizeof(int) * (size_t)B);
-    lp->sample = xmalloc(sizeof(int64_t) * (size_t)B);
-    lp->items = xmalloc(sizeof(int32_t) * (size_t)B * (size_t)(cfg->data.max_history + 1));
+    batcher_init(&lp->bt, B, cfg->data.max_history, cfg->train.mode, cfg->sid.levels + 1, BATCH_SPLIT_TOKENS);
     if (comm_rank() == 0) {
         char *path = xsprintf("%s/metrics.jsonl", cfg->run.dir);
         lp->mlog = fopen(path, resumed_at ? "a" : "w");
@@ -520,7 +468,8 @@ static void loop_open(Run *r, Loop *lp, int resumed_at, int64_t step) {
 
 static void loop_close(Loop *lp) {
     if (lp->mlog) fclose(lp->mlog);
-    free(lp->len); free(lp->sample); free(lp->items); free(lp->order);
+    batcher_free(&lp->bt);
+    free(lp->order);
 }
 
 /* Runs the steps of one epoch from step_in_epoch s on. Returns 1 if a stop signal ended it
@@ -532,7 +481,7 @@ static int run_epoch_steps(Run *r, Loop *lp, CheckpointState *st, int epoch, int
         double gnorm;
         test_hooks(&r->m, *step);
         ModelLoss l = train_step(&r->m, &r->sync, &batch, &lp->oc, *step, &gnorm);
-        StepStats ss = step_stats_of(&l, batch_tokens(r, &batch));
+        StepStats ss = step_stats_of(&l, (double)batcher_tokens(&lp->bt, &batch));
         step_stats_reduce(&ss);
         stop_if_not_finite(r, &ss, gnorm, *step);
         step_stats_add(&lp->acc, &ss);
@@ -573,7 +522,7 @@ static int train_loop(Run *r, json_t *summary) {
     for (int epoch = st.epoch; epoch <= cfg->train.epochs && st.bad_evals <= cfg->train.patience; epoch++) {
         int64_t s0 = epoch == st.epoch ? st.step_in_epoch : 0;
         if (step >= lp.total_steps && s0 == 0) break; /* s0 > 0: this epoch's end is still due */
-        epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, epoch, lp.order);
+        batch_epoch_order(r->offsets, r->U, (uint64_t)cfg->train.seed, epoch, lp.order);
         double t_epoch = comm_wtime();
         if ((stopped = run_epoch_steps(r, &lp, &st, epoch, s0, &step))) break;
         epochs_run = epoch;
