@@ -67,21 +67,42 @@ else
     echo "PyTorch not installed (apt-get install python3-torch): no C / PyTorch ratio this run"
 fi
 
+# dp_row TAG P [bench_train options]: the run of median tokens/s out of $REPS at P ranks, printed
+# after TAG; its tokens/s in DP_TPS
+dp_row() {
+    local tag=$1 p=$2 lines=() r best line; shift 2
+    for r in $(seq "$REPS"); do
+        lines+=("$(OPENBLAS_NUM_THREADS=1 mpirun -n "$p" "$BUILD/bench/bench_train" "$@" | grep '^BENCH train')")
+    done
+    best=$(printf '%s\n' "${lines[@]}" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^tokens_per_s=/) {split($i, a, "="); print a[2], NR}}' | sort -g | awk '{a[NR]=$2} END {print a[int((NR+1)/2)]}')
+    line=${lines[$((best - 1))]}
+    DP_TPS=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
+    echo "$tag: $(echo "$line" | sed 's/^BENCH train //')"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a / b}'; }
+
 echo "== data-parallel training step: one global batch (B=256) split over P ranks, UID tables sharded, 1 BLAS thread per rank"
 echo "   (P=4 on $(nproc) cores is oversubscribed: its times say nothing about speed, its bytes and memory do); median of $REPS runs"
 declare -A dp_tps
 for p in 1 2 4; do
     tag="P=$p"; [ "$p" -gt "$(nproc)" ] && tag="P=$p (oversubscribed)"
-    lines=()
-    for r in $(seq "$REPS"); do
-        lines+=("$(OPENBLAS_NUM_THREADS=1 mpirun -n "$p" "$BUILD/bench/bench_train" --steps 5 | grep '^BENCH')")
-    done
-    best=$(printf '%s\n' "${lines[@]}" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^tokens_per_s=/) {split($i, a, "="); print a[2], NR}}' | sort -g | awk '{a[NR]=$2} END {print a[int((NR+1)/2)]}')
-    line=${lines[$((best - 1))]}
-    dp_tps[$p]=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
-    echo "$tag: $(echo "$line" | sed 's/^BENCH train //')"
+    dp_row "$tag" "$p" --steps 5
+    dp_tps[$p]=$DP_TPS
 done
-echo "speed-up over P=1: P=2 $(awk -v a="${dp_tps[2]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}'), P=4 $(awk -v a="${dp_tps[4]}" -v b="${dp_tps[1]}" 'BEGIN {printf "%.2fx", a / b}') (oversubscribed)"
+echo "speed-up over P=1: P=2 $(ratio "${dp_tps[2]}" "${dp_tps[1]}"), P=4 $(ratio "${dp_tps[4]}" "${dp_tps[1]}") (oversubscribed)"
+if [ -f data/beauty/dataset.h5 ]; then
+    echo "== the same with Beauty's real lengths: car_train's batches 1..11 of epoch 1 (data/beauty/dataset.h5, windows of"
+    echo "   at most 21 items), split over the ranks by tokens (car_train) or by which rank owns the user (the earlier split)"
+    dp_row "P=1" 1 --steps 11 --dataset data/beauty/dataset.h5
+    b1=$DP_TPS
+    dp_row "P=2 owner" 2 --steps 11 --dataset data/beauty/dataset.h5 --split owner
+    b2o=$DP_TPS
+    dp_row "P=2 tokens" 2 --steps 11 --dataset data/beauty/dataset.h5
+    b2t=$DP_TPS
+    echo "Beauty lengths, speed-up over P=1: P=2 split by tokens $(ratio "$b2t" "$b1"), by owner $(ratio "$b2o" "$b1")"
+else
+    echo "(no data/beauty/dataset.h5: make data for the row with Beauty's real lengths)"
+fi
 
 echo "== speed of thinking (bench_decode): K = 10 lists, CAR one pass vs AR beam search (KV cache on/off), Toys-sized model"
 echo "   (analysis/plot_decode_speed.py plots this output; times are CPU seconds, wall_* beside them)"
