@@ -1,5 +1,5 @@
 /* eval: leave-one-out full-ranking evaluation (DESIGN.md sections 1 and 2). Every user with a
- * target in the split is scored against all items in one forward pass over the history:
+ * target in the split is scored against all items after one forward pass over the history:
  * fast thinking ranks by the UID logit; slow thinking (think_weight > 0) by
  * log p_u(i) + beta * sum_{l < think_levels} log p_l(s_i^l). Metrics need no top-K list: the
  * target's rank is the number of items scoring above it (ties count against the target). */
@@ -14,9 +14,18 @@ typedef struct {
     double think_weight; /* beta; 0: fast thinking */
     int think_levels;    /* levels used by slow thinking; 0: all trained levels */
     int filter_history;  /* 1: items of the history (other than the target) are not ranked */
+    int64_t score_floats; /* bound on the scores held at once (users x owned items), at least one
+                             user's row; 0: EVAL_SCORE_FLOATS or 8 users' rows, the larger. Never
+                             all users x V: a million items are ranked a few users at a time */
 } EvalOptions;
 
+/* 4 MiB of scores: a block of users is still in cache when its ranks are counted */
+#define EVAL_SCORE_FLOATS ((int64_t)1 << 20)
+
 void eval_options_from_config(EvalOptions *o, const CarConfig *cfg);
+/* Floats of the score block eval_split holds on this rank (users per block x owned items): the
+ * evaluation's only buffer that grows with the items, besides the model's own tables. */
+int64_t eval_score_block_floats(const Model *m, const EvalOptions *o);
 /* Collective. Ranks the split's target of every user in users (this rank's slice) and sums
  * the metrics over all ranks into out. */
 void eval_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out);

@@ -18,12 +18,20 @@ typedef struct {
     ParamArena arena; /* "uid_emb" and (untied) "uid_head", rows [lo, hi) of (n_items x d) */
     int emb, head;    /* tensor indices in arena; head == emb when tied */
     int block;        /* rows of H per logits block (the same on every rank) */
+    size_t work_max;  /* bound on the logits workspace, in floats (uid_init: UID_WORK_MAX): with many
+                         items a block has fewer rows, at least 1, so the workspace stays within
+                         max(work_max, items per rank + 2 d) floats however many items there are */
     /* workspace, grown as needed */
     float *work, *stat, *rows, *rows2;
+    double *dstat;    /* per-row sums of exponentials and target logits, in double */
     int32_t *ids, *ids2;
     int64_t *counts;
-    size_t work_cap, stat_cap, rows_cap, rows2_cap, ids_cap, ids2_cap;
+    size_t work_cap, stat_cap, rows_cap, rows2_cap, ids_cap, ids2_cap, dstat_cap;
 } UidHead;
+
+/* 256 MiB of logits: block x items per rank passes it from ~262k items per rank (a million items
+ * on fewer than 4 ranks), where a block of 256 rows would take a GiB. */
+#define UID_WORK_MAX ((size_t)64 << 20)
 
 /* Weights ~ normal(0, 0.02) from the counter rng (seed), the same values whatever the sharding.
  * sharded: this rank owns its comm_split_range of the items (collective; fails the job when
@@ -44,11 +52,15 @@ void uid_embed_backward(UidHead *u, const int32_t *ids, int N, const float *dout
 /* Exact softmax cross-entropy of the UID head: logits = H (N,d) @ W_u^T over all items.
  * Returns the sum over this rank's rows of -log p(targets[n]). With dscale != 0 also dW_u +=
  * and dH (N,d) += dscale * dCE/dH (dH may hold other gradients already). Logits are made in
- * blocks of u->block rows, never all at once. Sharded: every rank's rows are gathered, each
- * rank makes their logits over its items, the row maximum, the sum of exponentials and the
- * target logit are all-reduced, and dH (a partial sum over the item shards) is
- * reduce-scattered back to the rows' ranks. */
+ * blocks of u->block rows (fewer where u->work_max says), never all at once; the sums of
+ * exponentials are accumulated in double (a million float terms lost ~1e-4). Sharded: every
+ * rank's rows are gathered, each rank makes their logits over its items, the row maximum, the
+ * sum of exponentials and the target logit are all-reduced, and dH (a partial sum over the item
+ * shards) is reduce-scattered back to the rows' ranks. */
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH);
+/* Rows of H per logits block: u->block, fewer when the workspace (a row: its logits over the owned
+ * items and 2 d floats) would pass u->work_max; at least 1. */
+int uid_block_rows(const UidHead *u);
 /* scores (N, hi - lo) = H (N,d) @ W_u[lo:hi]^T: the logits of the items owned here (local). */
 void uid_head_scores(const UidHead *u, const float *H, int N, float *scores);
 

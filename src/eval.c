@@ -12,6 +12,7 @@ void eval_options_from_config(EvalOptions *o, const CarConfig *cfg) {
     o->think_weight = cfg->eval.think_weight;
     o->think_levels = cfg->eval.think_levels ? cfg->eval.think_levels : cfg->sid.levels;
     o->filter_history = cfg->eval.filter_history;
+    o->score_floats = 0;
 }
 
 /* The users of a slice that have a target in split, as packed histories. */
@@ -65,74 +66,134 @@ static void mark_history(uint8_t *skip, const int32_t *hist, int n, int32_t targ
         if (hist[k] != target && hist[k] >= lo && hist[k] < lo + nv) skip[hist[k] - lo] = (uint8_t)set;
 }
 
+/* The encoder grows its activation buffers to fit each larger batch, and each new buffer is
+ * touched afresh (page faults: a tenth of the evaluation time). Encoding the batch of the most
+ * tokens once first sizes them for (nearly) all: it costs one batch in ~90 on Beauty and changes
+ * no result. Collective (the sharded UID embedding communicates); its output is not used. */
+static void presize_encoder(Model *m, const Histories *h, int Bmax, float *H) {
+    int best = 0;
+    int64_t most = -1;
+    for (int first = 0; first < h->n; first += Bmax) {
+        int64_t end = first + Bmax < h->n ? first + Bmax : h->n, tokens = h->hist_off[end] - h->hist_off[first];
+        if (tokens > most) most = tokens, best = first;
+    }
+    int B = h->n - best < Bmax ? h->n - best : Bmax;
+    ModelBatch batch = {B, h->len + best, h->items + h->hist_off[best], h->sample + best};
+    model_encode(m, &batch, H);
+}
+
+/* Users per scoring block: as many as o->score_floats allows against the longest owned range (the
+ * same on every rank: each block has collectives), at least 1; by default at least 8 too, since a
+ * block's sgemm streams the item table once (at a million items per rank: 32 MiB of scores, an
+ * eighth of the table's parameters). */
+static int score_rows(const EvalOptions *o, int64_t n_items) {
+    int given = o->score_floats > 0;
+    int64_t most = (n_items + comm_size() - 1) / comm_size(), least = given ? 1 : 8;
+    int64_t rows = (given ? o->score_floats : EVAL_SCORE_FLOATS) / most;
+    rows = rows < least ? least : rows;
+    return rows > (1 << 16) ? 1 << 16 : (int)rows;
+}
+
+int64_t eval_score_block_floats(const Model *m, const EvalOptions *o) {
+    return (int64_t)score_rows(o, m->spec.n_items) * (m->uid.hi - m->uid.lo);
+}
+
+/* One round's users of every rank, gathered: each rank scores all of them against its items.
+ * hist/hoff/hlen: their histories (only when history items are filtered). */
+typedef struct {
+    int64_t G;
+    float *H;        /* (G, d) encoded users */
+    int32_t *target; /* (G) */
+    int64_t *user;   /* (G) global user index, when the ranks are kept */
+    int32_t *hlen, *hist;
+    int64_t *hoff;
+} Gathered;
+
+static void gather_round(const Histories *h, int first, int B, const float *H, int d, Gathered *g, int64_t *rows_of,
+                         int64_t *items_of) {
+    int P = comm_size();
+    comm_allgather_counts(B, rows_of);
+    g->G = 0;
+    for (int r = 0; r < P; r++) g->G += rows_of[r];
+    comm_allgatherv_counted(H, rows_of, g->H, (int64_t)d * sizeof(float));
+    comm_allgatherv_counted(h->target + first, rows_of, g->target, sizeof(int32_t));
+    if (g->user) comm_allgatherv_counted(h->sample + first, rows_of, g->user, sizeof(int64_t));
+    if (!g->hlen) return;
+    int32_t *len32 = xmalloc(sizeof(int32_t) * (size_t)(B + 1)); /* the histories travel too */
+    for (int b = 0; b < B; b++) len32[b] = h->len[first + b];
+    comm_allgatherv_counted(len32, rows_of, g->hlen, sizeof(int32_t));
+    free(len32);
+    int64_t mine = B ? h->hist_off[first + B] - h->hist_off[first] : 0;
+    comm_allgather_counts(mine, items_of);
+    g->hoff[0] = 0;
+    for (int64_t i = 0; i < g->G; i++) g->hoff[i + 1] = g->hoff[i] + g->hlen[i];
+    g->hist = xrealloc(g->hist, sizeof(int32_t) * (size_t)(g->hoff[g->G] + 1));
+    comm_allgatherv_counted(h->items + (B ? h->hist_off[first] : 0), items_of, g->hist, sizeof(int32_t));
+}
+
+/* above[b] = the rank among all items of the target of gathered users [g0, g0 + gb) (collective:
+ * the target's score comes from the rank that owns it, the counts of every item shard add up).
+ * scores: (gb, nv) workspace; ts: gb floats; skip: NULL or nv flags. */
+static void rank_block(const Model *m, const EvalOptions *o, const Gathered *g, int64_t g0, int gb, float *scores,
+                       float *ts, uint8_t *skip, int64_t *above) {
+    int64_t lo = m->uid.lo, nv = m->uid.hi - m->uid.lo;
+    model_score_items(m, g->H + (size_t)g0 * m->spec.d_model, gb, (float)o->think_weight, o->think_levels, scores);
+    for (int b = 0; b < gb; b++) { /* the target's score, from the rank that owns the target */
+        int32_t t = g->target[g0 + b];
+        ts[b] = t >= lo && t < lo + nv ? scores[(size_t)b * nv + (t - lo)] : 0.0f;
+    }
+    comm_sum_float(ts, gb); /* exact: one rank adds the score, the others zeros */
+    for (int b = 0; b < gb; b++) {
+        int32_t t = g->target[g0 + b];
+        const int32_t *hist = skip ? g->hist + g->hoff[g0 + b] : NULL;
+        if (skip) mark_history(skip, hist, g->hlen[g0 + b], t, lo, nv, 1);
+        above[b] = metrics_count_above(scores + (size_t)b * nv, nv, ts[b], t >= lo && t < lo + nv ? t - lo : -1, skip);
+        if (skip) mark_history(skip, hist, g->hlen[g0 + b], t, lo, nv, 0);
+    }
+    comm_sum_i64(above, gb); /* the rank of each target among all items */
+}
+
 /* eval_split, and on rank 0 user_rank[u] = the rank of global user u's target (NULL on every
  * rank: not kept; non-NULL on every rank: kept, only rank 0's is filled). */
 static void rank_split(Model *m, const UserSlice *users, Split split, const EvalOptions *o, MetricSums *out,
                        int32_t *user_rank) {
     Histories h;
     collect(users, split, o->max_history, 0, &h);
-    int d = m->spec.d_model, Bmax = o->batch_size, P = comm_size();
-    int64_t lo = m->uid.lo, nv = m->uid.hi - m->uid.lo;
-    /* every round gathers all ranks' encoded users; each rank scores them against its items */
+    int d = m->spec.d_model, Bmax = o->batch_size, P = comm_size(), R = score_rows(o, m->spec.n_items);
+    int64_t nv = m->uid.hi - m->uid.lo, GM = (int64_t)P * Bmax;
     int64_t *rows_of = xmalloc(sizeof(int64_t) * (size_t)P), *items_of = xmalloc(sizeof(int64_t) * (size_t)P);
-    float *H = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)d);
-    float *Hg = xmalloc(sizeof(float) * (size_t)P * Bmax * (size_t)d);
-    int32_t *tg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax), *lg = xmalloc(sizeof(int32_t) * (size_t)P * Bmax);
-    int32_t *len32 = xmalloc(sizeof(int32_t) * (size_t)Bmax), *hg = NULL;
-    int64_t *sg = user_rank ? xmalloc(sizeof(int64_t) * (size_t)P * Bmax) : NULL; /* global user of each row */
-    int64_t *hoff = xmalloc(sizeof(int64_t) * ((size_t)P * Bmax + 1)), *above = xmalloc(sizeof(int64_t) * (size_t)Bmax);
-    float *scores = xmalloc(sizeof(float) * (size_t)Bmax * (size_t)(nv ? nv : 1)), *ts = xmalloc(sizeof(float) * (size_t)Bmax);
+    Gathered g = {0, xmalloc(sizeof(float) * (size_t)GM * d), xmalloc(sizeof(int32_t) * (size_t)GM),
+                  user_rank ? xmalloc(sizeof(int64_t) * (size_t)GM) : NULL, NULL, NULL, NULL};
+    if (o->filter_history) {
+        g.hlen = xmalloc(sizeof(int32_t) * (size_t)GM);
+        g.hoff = xmalloc(sizeof(int64_t) * (size_t)(GM + 1));
+    }
+    float *H = xmalloc(sizeof(float) * (size_t)Bmax * d), *ts = xmalloc(sizeof(float) * (size_t)R);
+    float *scores = xmalloc(sizeof(float) * (size_t)R * (size_t)(nv ? nv : 1));
+    int64_t *above = xmalloc(sizeof(int64_t) * (size_t)R);
     uint8_t *skip = o->filter_history ? xcalloc((size_t)(nv ? nv : 1), 1) : NULL;
     memset(out, 0, sizeof *out);
     int nb = batches_needed(h.n, Bmax);
+    if (nb > 1) presize_encoder(m, &h, Bmax, H);
     for (int bi = 0; bi < nb; bi++) {
         int first = bi * Bmax, B = h.n - first < Bmax ? h.n - first : Bmax;
         if (B < 0) B = 0;
         ModelBatch batch = {B, h.len + first, h.items + (B ? h.hist_off[first] : 0), h.sample + first};
         model_encode(m, &batch, H);
-        comm_allgather_counts(B, rows_of);
-        int64_t G = 0;
-        for (int r = 0; r < P; r++) G += rows_of[r];
-        comm_allgatherv_counted(H, rows_of, Hg, (int64_t)d * sizeof(float));
-        comm_allgatherv_counted(h.target + first, rows_of, tg, sizeof(int32_t));
-        if (sg) comm_allgatherv_counted(h.sample + first, rows_of, sg, sizeof(int64_t));
-        if (skip) { /* the histories travel too: every item shard filters its own items */
-            for (int b = 0; b < B; b++) len32[b] = h.len[first + b];
-            comm_allgatherv_counted(len32, rows_of, lg, sizeof(int32_t));
-            int64_t mine = B ? h.hist_off[first + B] - h.hist_off[first] : 0;
-            comm_allgather_counts(mine, items_of);
-            hoff[0] = 0;
-            for (int64_t g = 0; g < G; g++) hoff[g + 1] = hoff[g] + lg[g];
-            hg = xrealloc(hg, sizeof(int32_t) * (size_t)(hoff[G] + 1));
-            comm_allgatherv_counted(h.items + (B ? h.hist_off[first] : 0), items_of, hg, sizeof(int32_t));
-        }
-        for (int64_t g0 = 0; g0 < G; g0 += Bmax) {
-            int gb = G - g0 < Bmax ? (int)(G - g0) : Bmax;
-            model_score_items(m, Hg + (size_t)g0 * d, gb, (float)o->think_weight, o->think_levels, scores);
-            for (int b = 0; b < gb; b++) { /* the target's score, from the rank that owns the target */
-                int32_t t = tg[g0 + b];
-                ts[b] = t >= lo && t < lo + nv ? scores[(size_t)b * nv + (t - lo)] : 0.0f;
-            }
-            comm_sum_float(ts, gb); /* exact: one rank adds the score, the others zeros */
-            for (int b = 0; b < gb; b++) {
-                int32_t t = tg[g0 + b];
-                const int32_t *hist = skip ? hg + hoff[g0 + b] : NULL;
-                if (skip) mark_history(skip, hist, lg[g0 + b], t, lo, nv, 1);
-                above[b] = metrics_count_above(scores + (size_t)b * nv, nv, ts[b], t >= lo && t < lo + nv ? t - lo : -1,
-                                               skip);
-                if (skip) mark_history(skip, hist, lg[g0 + b], t, lo, nv, 0);
-            }
-            comm_sum_i64(above, gb); /* the rank of each target among all items */
+        gather_round(&h, first, B, H, d, &g, rows_of, items_of);
+        for (int64_t g0 = 0; g0 < g.G; g0 += R) {
+            int gb = g.G - g0 < R ? (int)(g.G - g0) : R;
+            rank_block(m, o, &g, g0, gb, scores, ts, skip, above);
             if (comm_rank() == 0)
                 for (int b = 0; b < gb; b++) {
                     metrics_add(out, above[b]);
-                    if (sg) user_rank[sg[g0 + b]] = (int32_t)above[b];
+                    if (user_rank) user_rank[g.user[g0 + b]] = (int32_t)above[b];
                 }
         }
     }
     metrics_reduce(out);
-    free(rows_of); free(items_of); free(H); free(Hg); free(tg); free(lg); free(len32); free(hg); free(hoff);
-    free(above); free(scores); free(ts); free(skip); free(sg);
+    free(rows_of); free(items_of); free(H); free(ts); free(scores); free(above); free(skip);
+    free(g.H); free(g.target); free(g.user); free(g.hlen); free(g.hist); free(g.hoff);
     histories_free(&h);
 }
 

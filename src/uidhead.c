@@ -3,6 +3,7 @@
 #include "comm.h"
 #include "layers.h"
 #include "util.h"
+#include "vmath.h"
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,12 +26,13 @@ void uid_init(UidHead *u, int64_t n_items, int d, int tied, uint64_t seed, int s
     arena_alloc(&u->arena);
     for (int i = 0; i < u->arena.n; i++) arena_init_normal(&u->arena, i, 0.02, seed);
     u->block = 256;
+    u->work_max = UID_WORK_MAX;
     u->counts = xmalloc(2 * sizeof(int64_t) * (size_t)P);
 }
 
 void uid_free(UidHead *u) {
     arena_free(&u->arena);
-    free(u->work); free(u->stat); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
+    free(u->work); free(u->stat); free(u->dstat); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
     memset(u, 0, sizeof *u);
 }
 
@@ -145,9 +147,29 @@ static void uid_block_gradients(const float *E, int nb, int V, int d, const floa
     }
 }
 
+/* The same on every rank (each block has its all-reduces): from the longest owned range. */
+int uid_block_rows(const UidHead *u) {
+    int P = u->sharded ? comm_size() : 1;
+    int64_t most = (u->n_items + P - 1) / P, rows = (int64_t)(u->work_max / (size_t)(most + 2 * u->d));
+    return rows < 1 ? 1 : rows < u->block ? (int)rows : u->block;
+}
+
+/* x (nb, V) = exp(x - mx[n]) row by row; sum[n] = the row's sum, in double: float partial sums of
+ * EXP_CHUNK terms (a few ulp each), added in double, so a million items lose nothing. */
+enum { EXP_CHUNK = 1024 };
+static void exp_rows_sum(float *x, int nb, int V, const float *mx, double *sum) {
+    for (int n = 0; n < nb; n++) {
+        float *row = x + (size_t)n * V;
+        double s = 0;
+        for (int i = 0; i < V; i += EXP_CHUNK)
+            s += vexp_shift_sum(row + i, (size_t)(V - i < EXP_CHUNK ? V - i : EXP_CHUNK), mx[n]);
+        sum[n] = s;
+    }
+}
+
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH) {
     check_ids(u, targets, N, "target");
-    int V = (int)(u->hi - u->lo), d = u->d, bs = u->block, P = comm_size(), me = comm_rank();
+    int V = (int)(u->hi - u->lo), d = u->d, bs = uid_block_rows(u), P = comm_size(), me = comm_rank();
     /* the rows of every rank (sharded), or just these */
     const float *Hall = H;
     const int32_t *Tall = targets;
@@ -173,14 +195,15 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
     /* the block's logits (bs,V), then the rows scaled for the gradient and E W (bs,d each) */
     float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * ((V ? V : 1) + 2 * (size_t)d), sizeof(float));
     float *Hs = x + (size_t)bs * (V ? V : 1), *EW = Hs + (size_t)bs * d;
-    float *st = xgrow(&u->stat, &u->stat_cap, 3 * (size_t)bs, sizeof(float)), *mx = st, *sum = st + bs;
-    int32_t local[bs]; /* target index within the owned range, -1 when owned elsewhere */
+    float *mx = xgrow(&u->stat, &u->stat_cap, 2 * (size_t)bs, sizeof(float)), *sumf = mx + bs;
+    double *sum = xgrow(&u->dstat, &u->dstat_cap, 2 * (size_t)bs, sizeof(double));
+    int32_t *local = xmalloc(sizeof(int32_t) * (size_t)bs); /* target index within the owned range, -1 elsewhere */
     const float *W = uid_head_w(u);
     float *dW = arena_grad(&u->arena, u->head);
     double loss = 0;
     for (int64_t r0 = 0; r0 < NT; r0 += bs) {
         int nb = NT - r0 < bs ? (int)(NT - r0) : bs;
-        float *tl = sum + nb; /* right after sum: one all-reduce sums both */
+        double *tl = sum + nb; /* right after sum: one all-reduce sums both (exact: one rank's logit) */
         const float *Hb = Hall + (size_t)r0 * d;
         uid_head_scores(u, Hb, nb, x);
         for (int n = 0; n < nb; n++) {
@@ -192,12 +215,13 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         }
         softmax_rows_max(x, nb, V, V, mx);
         if (u->sharded) comm_max_float(mx, nb);
-        softmax_rows_exp(x, nb, V, V, mx, sum);
-        if (u->sharded) comm_sum_float(sum, 2 * nb); /* and tl */
+        exp_rows_sum(x, nb, V, mx, sum);
+        if (u->sharded) comm_sum_double(sum, 2 * nb); /* and tl */
         for (int n = 0; n < nb; n++)
             if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0 || V == 0) continue;
-        uid_block_gradients(x, nb, V, d, Hb, W, sum, local, dscale, Hs, EW, dW, dHall + (size_t)r0 * d);
+        for (int n = 0; n < nb; n++) sumf[n] = (float)sum[n]; /* rounded once: the accumulation was in double */
+        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, Hs, EW, dW, dHall + (size_t)r0 * d);
     }
     if (dHall && u->sharded) {
         int64_t *cnt = rows_of + P;
@@ -208,5 +232,6 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         free(mine);
     }
     free(rows_of);
+    free(local);
     return loss;
 }

@@ -5,8 +5,8 @@
  *   unsharded ones, tied and untied, with ranks holding no rows;
  * - training: a global batch split over the ranks (some ranks empty) gives the same loss and,
  *   after three AdamW steps with dropout, the same replicated and sharded parameters and moments;
- * - evaluation: the ranks of the targets (fast and slow thinking, history filtered or not) are
- *   those of a plain loop over all items.
+ * - evaluation: the ranks of the targets (fast and slow thinking, history filtered or not, scores
+ *   of all gathered users at once or one user at a time) are those of a plain loop over all items.
  * Ranks: 1 2 3 4 8
  */
 #include "check.h"
@@ -226,9 +226,9 @@ static void test_eval(void) {
     int64_t lo, hi;
     comm_split_range(USERS, comm_size(), comm_rank(), &lo, &hi);
     make_slice(lo, hi, &mine);
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 8; variant++) { /* variant & 4: scores of one user at a time */
         EvalOptions o = {.max_history = HIST, .batch_size = 3, .think_weight = variant & 1 ? 0.5 : 0,
-                         .think_levels = L, .filter_history = variant >= 2};
+                         .think_levels = L, .filter_history = (variant & 2) != 0, .score_floats = variant & 4 ? 1 : 0};
         for (int split = SPLIT_VALID; split <= SPLIT_TEST; split++) {
             MetricSums got, want;
             eval_split(&m, &mine, (Split)split, &o, &got);
