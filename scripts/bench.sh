@@ -58,11 +58,26 @@ for t in 1 2; do
     c_tps[$t]=$(echo "$line" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
 done
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    # the fastest PyTorch version of the same step (tests/reference/bench_torch.py); --check first
+    # shows that it computes car_ref.py's loss and gradients
+    echo "PyTorch baseline vs car_ref.py: $(/usr/bin/python3 tests/reference/bench_torch.py --check | tail -n 1)"
     for t in 1 2; do
-        tl=$(/usr/bin/python3 tests/reference/bench_torch.py --threads "$t" --steps 3)
-        tt=$(echo "$tl" | sed -n 's/.*tokens\/s \([0-9.]*\).*/\1/p')
+        tl=$(/usr/bin/python3 tests/reference/bench_torch.py --threads "$t" --steps 5)
+        tt=$(echo "$tl" | sed -n 's/^torch tokens\/s \([0-9.]*\).*/\1/p')
         echo "[threads=$t] $tl | C / PyTorch = $(awk -v a="${c_tps[$t]}" -v b="$tt" 'BEGIN {printf "%.1fx", a / b}')"
     done
+    if [ -f "$AMAZON_DIR/beauty/sequences.txt" ] && [ -f data/beauty/dataset.h5 ]; then
+        echo "-- Beauty's real lengths (windows of at most 21 items), no padding: C on car_train's batches of"
+        echo "   data/beauty/dataset.h5, PyTorch on lengths drawn from Beauty's users"
+        for t in 1 2; do
+            cl=$(OPENBLAS_NUM_THREADS=$t "$BUILD/bench/bench_train" --steps 7 --dataset data/beauty/dataset.h5 | grep '^BENCH train')
+            ct=$(echo "$cl" | sed -n 's/.*tokens_per_s=\([0-9]*\).*/\1/p')
+            tl=$(/usr/bin/python3 tests/reference/bench_torch.py --threads "$t" --steps 5 --lengths beauty \
+                --sequences "$AMAZON_DIR/beauty/sequences.txt")
+            tt=$(echo "$tl" | sed -n 's/^torch tokens\/s \([0-9.]*\).*/\1/p')
+            echo "[threads=$t] C tokens/s $ct | $tl | C / PyTorch = $(awk -v a="$ct" -v b="$tt" 'BEGIN {printf "%.1fx", a / b}')"
+        done
+    fi
 else
     echo "PyTorch not installed (apt-get install python3-torch): no C / PyTorch ratio this run"
 fi
