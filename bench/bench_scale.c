@@ -9,8 +9,8 @@
  *   first B users (their training parts, at most N + 1 items; split over the ranks): median of
  *   S steps after a warm-up; and the UID head alone on the same rows (uid_head_forward_backward,
  *   forward and backward, collectives included) and its CPU time per supervised UID row, the
- *   figure that extrapolates to other batches (a Beauty batch of 256 users has ~2,300 rows);
- * - full-ranking evaluation, valid and test, of the first E users: users per second.
+ *   figure that extrapolates to other batches (a Beauty batch of 256 users has ~1,500 rows);
+ * - full-ranking evaluation, valid and test, of the first E users (after a warm-up): users per second.
  * SIDs are random codes (their cost is not the step's). One BENCH line at the end. */
 #include "bench_util.h"
 #include "comm.h"
@@ -126,9 +126,11 @@ static void time_steps(Model *m, const ModelBatch *b, const Opts *o, double med[
 }
 
 /* (wall, cpu) seconds of the slowest rank of full-ranking evaluation, valid and test, of the
- * slice; *users: the users with a target. */
+ * slice, after an untimed one of valid (car_train evaluates every epoch: its buffers are warm);
+ * *users: the users with a target. */
 static void time_eval(Model *m, const UserSlice *s, const EvalOptions *eo, double t[2], double *users) {
     MetricSums ms[2];
+    eval_split(m, s, SPLIT_VALID, eo, &ms[0]);
     comm_barrier();
     t[0] = comm_wtime(), t[1] = bench_cpu_seconds();
     eval_split(m, s, SPLIT_VALID, eo, &ms[0]);

@@ -229,6 +229,9 @@ static void test_eval(void) {
     for (int variant = 0; variant < 8; variant++) { /* variant & 4: scores of one user at a time */
         EvalOptions o = {.max_history = HIST, .batch_size = 3, .think_weight = variant & 1 ? 0.5 : 0,
                          .think_levels = L, .filter_history = (variant & 2) != 0, .score_floats = variant & 4 ? 1 : 0};
+        /* the score block: one user's row, or within its bound (never all users x V) */
+        int64_t nv = m.uid.hi - m.uid.lo, block = eval_score_block_floats(&m, &o);
+        CHECK(variant & 4 ? block == nv : block <= (EVAL_SCORE_FLOATS > 8 * nv ? EVAL_SCORE_FLOATS : 8 * nv));
         for (int split = SPLIT_VALID; split <= SPLIT_TEST; split++) {
             MetricSums got, want;
             eval_split(&m, &mine, (Split)split, &o, &got);
