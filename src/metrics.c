@@ -8,16 +8,20 @@
 #define NOT_BELOW(score, ts) (!((score) < (ts)) | !((score) > -INFINITY))
 
 /* Items of s[0..n) not below ts, skipped ones left out: the hot loop of full-ranking evaluation
- * (every item of every user), vectorised (VMATH_CLONES, an omp simd reduction). */
+ * (every item of every user). Eight counters, one per lane of an AVX2 register, so the compiler
+ * vectorises the block of eight at -O2 (VMATH_CLONES: an AVX2 copy) without a reduction pragma,
+ * which clang's sanitizer builds cannot honour; each counts at most n / 8 < 2^32 items. */
 VMATH_CLONES static int64_t count_not_below(const float *s, int64_t n, float ts, const uint8_t *skip) {
-    int64_t c = 0;
-    if (skip) {
-#pragma omp simd reduction(+ : c)
-        for (int64_t i = 0; i < n; i++) c += (skip[i] == 0) & NOT_BELOW(s[i], ts);
-    } else {
-#pragma omp simd reduction(+ : c)
-        for (int64_t i = 0; i < n; i++) c += NOT_BELOW(s[i], ts);
-    }
+    uint32_t lane[8] = {0};
+    int64_t i = 0, c = 0;
+    if (skip)
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) lane[k] += (skip[i + k] == 0) & NOT_BELOW(s[i + k], ts);
+    else
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) lane[k] += NOT_BELOW(s[i + k], ts);
+    for (; i < n; i++) c += (!skip || skip[i] == 0) & NOT_BELOW(s[i], ts);
+    for (int k = 0; k < 8; k++) c += lane[k];
     return c;
 }
 
