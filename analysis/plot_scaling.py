@@ -45,6 +45,19 @@ def vname(V):
     return f"{V / 1e6:.3g}M" if V >= 1e6 else f"{V / 1e3:.3g}k"
 
 
+def log_axes(a, xbase, ticks, ticklabels, xlabel, ylabel, title, legend_size):
+    """The log-log panels' common frame: ticks at the measured points, labels, grid, legend."""
+    a.set_xscale("log", base=xbase)
+    a.set_yscale("log")
+    a.set_xticks(ticks)
+    a.set_xticklabels(ticklabels)
+    a.set_xlabel(xlabel)
+    a.set_ylabel(ylabel)
+    a.set_title(title)
+    a.grid(True, which="both", alpha=0.3)
+    a.legend(fontsize=legend_size)
+
+
 colors = dict(zip(Vs, ["tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple"]))
 fig, ax = plt.subplots(2, 2, figsize=(12, 9.5))
 
@@ -56,15 +69,8 @@ for V in Vs:
     a.plot(P, [r["rss_mib"] for r in rs], "s--", color=colors[V], alpha=0.7, label=f"V = {vname(V)}: peak RSS")
     if rs and rs[0]["ranks"] == 1:
         a.plot(P, [rs[0]["uid_mib"] / p for p in P], ":", color="gray")
-a.set_xscale("log", base=2)
-a.set_yscale("log")
-a.set_xticks(Ps)
-a.set_xticklabels([f"{p:g}" for p in Ps])
-a.set_xlabel("ranks P")
-a.set_ylabel("MiB per rank (max over ranks)")
-a.set_title("(a) memory per rank: the UID tables fall as 1/P (dotted)")
-a.grid(True, which="both", alpha=0.3)
-a.legend(fontsize=7)
+log_axes(a, 2, Ps, [f"{p:g}" for p in Ps], "ranks P", "MiB per rank (max over ranks)",
+         "(a) memory per rank: the UID tables fall as 1/P (dotted)", 7)
 
 b = ax[0][1]
 Vmax = Vs[-1]
@@ -96,15 +102,7 @@ c.plot(V, [r["uid_cpu_ms"] for r in rs], "s-", label="UID head alone (forward + 
 c.plot(V, [1e3 * r["eval_cpu_s"] / r["eval_users"] for r in rs], "^-", label="full-ranking evaluation, per user")
 if rs:
     c.plot(V, [rs[-1]["uid_cpu_ms"] * v / V[-1] for v in V], ":", color="gray", label="~ V")
-c.set_xscale("log")
-c.set_yscale("log")
-c.set_xticks(V)
-c.set_xticklabels([vname(v) for v in V])
-c.set_xlabel("items V")
-c.set_ylabel("CPU ms (one rank)")
-c.set_title("(c) time against V, one rank")
-c.grid(True, which="both", alpha=0.3)
-c.legend(fontsize=8)
+log_axes(c, 10, V, [vname(v) for v in V], "items V", "CPU ms (one rank)", "(c) time against V, one rank", 8)
 
 d = ax[1][1]
 for V in Vs:
@@ -113,15 +111,8 @@ for V in Vs:
     d.plot(P, [r["uid_cpu_us_per_row"] for r in rs], "o-", color=colors[V], label=f"V = {vname(V)}")
     if rs and rs[0]["ranks"] == 1:
         d.plot(P, [rs[0]["uid_cpu_us_per_row"] / p for p in P], ":", color=colors[V], alpha=0.6)
-d.set_xscale("log", base=2)
-d.set_yscale("log")
-d.set_xticks(Ps)
-d.set_xticklabels([f"{p:g}" for p in Ps])
-d.set_xlabel("ranks P (P > 2 oversubscribed on this machine)")
-d.set_ylabel("CPU us per UID row (slowest rank)")
-d.set_title("(d) UID head per supervised row; dotted: 1/P")
-d.grid(True, which="both", alpha=0.3)
-d.legend(fontsize=8)
+log_axes(d, 2, Ps, [f"{p:g}" for p in Ps], "ranks P (P > 2 oversubscribed on this machine)",
+         "CPU us per UID row (slowest rank)", "(d) UID head per supervised row; dotted: 1/P", 8)
 
 fig.suptitle(f"CAR at many items: {os.path.basename(src)}", fontsize=11)
 fig.tight_layout()

@@ -22,9 +22,6 @@
  * epoch `epoch`; returns how many. The same on every rank and for every rank count. */
 int64_t batch_epoch_order(const int64_t *offsets, int64_t n_users, uint64_t seed, int epoch, int64_t *order);
 
-/* Input tokens of a training window of n items (car: (n - 1) C, ar: n C - 1; 0 for n = 0). */
-int64_t batch_window_tokens(int mode, int C, int64_t n);
-
 /* rank_of[i] of n sequences of tokens[i]: longest first (ties: the earlier one) to the rank with
  * the fewest tokens so far (ties: the lower rank). Pure, so every rank computes the same split;
  * no rank gets more than total / P + the longest sequence. */
@@ -53,7 +50,7 @@ void batcher_free(Batcher *bt);
  * (dataset_read_my_users). The ModelBatch points into bt until the next call. */
 ModelBatch batcher_form(Batcher *bt, const int64_t *users, int n, const int64_t *offsets, int64_t n_users,
                         const UserSlice *us);
-/* Input tokens of b (batch_window_tokens summed). */
+/* Input tokens of b (model_input_tokens summed). */
 int64_t batcher_tokens(const Batcher *bt, const ModelBatch *b);
 
 #endif

@@ -157,6 +157,9 @@ void model_free(Model *m);
 /* Parameters in the replicated arena plus the UID tables (all items). */
 int64_t model_num_params(const Model *m);
 
+/* Input tokens of a training sequence of n items in mode (car: (n - 1) C, ar: n C - 1; 0 when
+ * there is nothing to predict), C = L + 1: the rows the training forward lays out. */
+int64_t model_input_tokens(int mode, int C, int64_t n);
 /* Targets (the denominator of the mean loss) that the training forward of b has. */
 int64_t model_count_targets(const Model *m, const ModelBatch *b);
 /* Forward pass with the training targets of spec.mode. training: dropout on. step keys

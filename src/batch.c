@@ -1,6 +1,5 @@
 #include "batch.h"
 #include "comm.h"
-#include "config.h"
 #include "rng.h"
 #include "util.h"
 #include <stdlib.h>
@@ -26,11 +25,6 @@ int64_t batch_epoch_order(const int64_t *offsets, int64_t n_users, uint64_t seed
     for (int64_t i = 0; i < n; i++) order[i] = k[i].user;
     free(k);
     return n;
-}
-
-int64_t batch_window_tokens(int mode, int C, int64_t n) {
-    if (n == 0) return 0;
-    return mode == MODE_AR ? n * C - 1 : (n - 1) * C;
 }
 
 typedef struct { int64_t tokens; int i; } Job;
@@ -94,7 +88,7 @@ static void plan(Batcher *bt, const int64_t *users, int n, const int64_t *offset
         int64_t u = users[i];
         bt->wlen[i] = (int)dataset_split_len(offsets[u + 1] - offsets[u], SPLIT_TRAIN, bt->max_history);
         bt->owner[i] = comm_range_owner(n_users, P, u);
-        bt->tokens[i] = batch_window_tokens(bt->mode, bt->C, bt->wlen[i]);
+        bt->tokens[i] = model_input_tokens(bt->mode, bt->C, bt->wlen[i]);
     }
     if (bt->split == BATCH_SPLIT_OWNER) memcpy(bt->rank_of, bt->owner, sizeof(int) * (size_t)n);
     else batch_assign_tokens(bt->tokens, n, P, bt->rank_of);
@@ -148,6 +142,6 @@ ModelBatch batcher_form(Batcher *bt, const int64_t *users, int n, const int64_t 
 
 int64_t batcher_tokens(const Batcher *bt, const ModelBatch *b) {
     int64_t tok = 0;
-    for (int i = 0; i < b->B; i++) tok += batch_window_tokens(bt->mode, bt->C, b->len[i]);
+    for (int i = 0; i < b->B; i++) tok += model_input_tokens(bt->mode, bt->C, b->len[i]);
     return tok;
 }

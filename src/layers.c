@@ -192,12 +192,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             const float *P = att;
             att += (size_t)T * T;
             float *dP = scratch;
-            /* dP (T,T) = dO v^T; dv += P^T dO */
+            /* dP (T,T) = dO v^T; dv += (or =) P^T dO */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, 3 * C, 0.0f, dP, T);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, dO, C, beta, dv, 3 * C);
             /* softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), zero above the diagonal */
             softmax_causal_backward(dP, P, T);
-            /* dq += scale dS k; dk += scale dS^T q */
+            /* dq += (or =) scale dS k; dk += (or =) scale dS^T q */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, dP, T, k, 3 * C, beta, dq, 3 * C);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, dP, T, q, 3 * C, beta, dk, 3 * C);
         }

@@ -152,11 +152,14 @@ void model_zero_grad(Model *m) {
  * last item's tokens */
 enum { TARGETS_NONE = 0, TARGETS_ALL = 1, TARGETS_LAST = 2 };
 
+int64_t model_input_tokens(int mode, int C, int64_t n) {
+    if (mode == MODE_CAR) return n > 1 ? (n - 1) * C : 0;
+    return n > 0 ? n * C - 1 : 0;
+}
+
 /* input tokens of a sequence of n items */
 static int seq_tokens(const Model *m, int n, int target_mode) {
-    if (!target_mode) return n * m->C;
-    if (m->spec.mode == MODE_CAR) return n > 1 ? (n - 1) * m->C : 0;
-    return n > 0 ? n * m->C - 1 : 0;
+    return target_mode ? (int)model_input_tokens(m->spec.mode, m->C, n) : n * m->C;
 }
 
 int64_t model_count_targets(const Model *m, const ModelBatch *b) {

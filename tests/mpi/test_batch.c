@@ -111,7 +111,7 @@ static void check_part(const Fixture *fx, const Batcher *bt, const ModelBatch *b
     for (int i = 0; i < n; i++) {
         int64_t u = users[i];
         int64_t len = dataset_split_len(fx->offsets[u + 1] - fx->offsets[u], SPLIT_TRAIN, H);
-        int64_t w = batch_window_tokens(bt->mode, bt->C, len);
+        int64_t w = model_input_tokens(bt->mode, bt->C, len);
         tok[1] += w;
         longest = w > longest ? w : longest;
     }
