@@ -89,7 +89,8 @@ grep -q "^scripts/mpirun.sh.*run.dir=$TMP/runs/tiny/car_s1" <<<"$again" && pass 
     fail "a dataset newer than the results: the cell runs again" "$again"
 
 # a stop signal: the running cell checkpoints and stops, the runner exits 75
-CAR_EXTRA="-o train.epochs=400 -o run.checkpoint_every=5" "${RUN[@]}" --only tiny/nofusion --seed 3 >"$TMP/stop.txt" 2>&1 &
+# (epochs and a patience it cannot reach, 20 ms per step: the cell must still run when USR1 lands)
+CAR_TEST_STEP_SLEEP_MS=20 CAR_EXTRA="-o train.epochs=400 -o train.patience=400 -o run.checkpoint_every=5" "${RUN[@]}" --only tiny/nofusion --seed 3 >"$TMP/stop.txt" 2>&1 &
 rpid=$!
 for _ in $(seq 150); do grep -q "^epoch [0-9]* step" "$TMP/runs/tiny/nofusion_s3.log" 2>/dev/null && break; sleep 0.2; done
 kill -USR1 $rpid

@@ -7,9 +7,13 @@ source "$(dirname "$0")/lib.sh"
 small_run "$TMP/a" 6 4
 expect_ok "uninterrupted run" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg"
 
+# Background runs that this test signals sleep 20 ms per step (CAR_TEST_STEP_SLEEP_MS; the numbers
+# are unchanged): unslowed, all 150 steps of this run take a fraction of a second on a fast machine
+# and could end before the signal lands.
+SLOW=(env CAR_TEST_STEP_SLEEP_MS=20)
 # start a run, SIGKILL it once a mid-epoch checkpoint exists
 kill_run() { # dir ranks
-    setsid mpirun -n "$2" "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$1" >"$1.log" 2>&1 &
+    setsid "${SLOW[@]}" mpirun -n "$2" "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$1" >"$1.log" 2>&1 &
     local pid=$! n=0
     until ls "$1"/checkpoints/step_000000[1-9]*.h5 >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done
     kill -9 -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null
@@ -27,7 +31,7 @@ expect_ok "resume after SIGKILL with another P (1)" -- mpirun -n 1 "$BIN/car_tra
 
 # SIGUSR1: every rank finishes its step, a checkpoint is written, exit 75 (stopped, resumable)
 mkdir -p "$TMP/d"
-setsid mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/d" >"$TMP/d.log" 2>&1 &
+setsid "${SLOW[@]}" mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$TMP/d" >"$TMP/d.log" 2>&1 &
 pid=$!
 n=0; until ls "$TMP/d"/checkpoints/step_*.h5 >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done
 kill -USR1 "$pid"

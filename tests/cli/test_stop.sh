@@ -121,8 +121,9 @@ cmp -s "$TMP/a/results.json" "$TMP/a_results.json" && pass "results.json untouch
 
 # one car_train per run.dir. The holder must outlive the second run's start-up on any machine (200
 # epochs of this model take under 3 s on a fast one), so it is given epochs it will never reach and
-# is stopped by USR1; should the test fail before that, the EXIT trap ends it.
-setsid "${RUN[@]}" -o run.dir="$TMP/lock" -o train.epochs=100000 >"$TMP/lock.log" 2>&1 &
+# a patience it will never exhaust (early stopping ended it after a few epochs in CI), and is
+# stopped by USR1; should the test fail before that, the EXIT trap ends it.
+setsid "${RUN[@]}" -o run.dir="$TMP/lock" -o train.epochs=100000 -o train.patience=100000 >"$TMP/lock.log" 2>&1 &
 pid=$!
 trap 'kill -KILL -- -"$pid" 2>/dev/null; rm -rf "$TMP"' EXIT
 n=0; until grep -q "steps per epoch" "$TMP/lock.log" 2>/dev/null || [ $n -ge 600 ]; do sleep 0.05; n=$((n + 1)); done

@@ -6,15 +6,17 @@
 # kill_on_create (inotify) kills the rank the moment a checkpoint's .partial file appears.
 source "$(dirname "$0")/../cli/lib.sh"
 HELPERS=${CAR_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/tests/faults
-# 20 epochs (500 steps): long enough that a kill half a second after step 8 lands mid-run on an idle machine
+# 20 epochs (500 steps)
 small_run "$TMP/a" 20 4
 PY=/usr/bin/python3
 expect_ok "uninterrupted run" -- mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg"
 
 ranks_of() { pgrep -P "$1" -f car_train; } # the ranks are mpirun's children
-# start DIR: a run in the background; sets PID (mpirun) and RANK (the pid of its last rank)
+# start DIR: a run in the background; sets PID (mpirun) and RANK (the pid of its last rank). It sleeps
+# 20 ms per step (CAR_TEST_STEP_SLEEP_MS; the numbers are unchanged) so that it is still running half
+# a second after step 8 on any machine, and is not ended early by patience.
 start() {
-    setsid mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$1" >"$1.log" 2>&1 &
+    setsid env CAR_TEST_STEP_SLEEP_MS=20 mpirun -n 2 "$BIN/car_train" "$TMP/r.cfg" -o run.dir="$1" >"$1.log" 2>&1 &
     PID=$! RANK=
     local n=0
     until [ "$(ranks_of $PID | wc -l)" -ge 2 ] || [ $n -ge 300 ]; do sleep 0.1; n=$((n + 1)); done
