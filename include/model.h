@@ -43,6 +43,7 @@ typedef struct {
     int level_embedding, tie_uid;
     int mode;                         /* MODE_CAR | MODE_AR */
     float alpha;                      /* car: weight of the think loss */
+    float label_smoothing;            /* of the UID loss in training: eps/n_items of each target's mass spread */
     uint64_t seed;                    /* initialisation and dropout */
     int local_items;                  /* 0: the UID tables sharded over the ranks (collective calls);
                                          1: this rank holds every item and communicates nothing

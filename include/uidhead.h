@@ -23,6 +23,7 @@ typedef struct {
                          max(work_max, items per rank + 2 d) floats however many items there are */
     /* workspace, grown as needed */
     float *work, *stat, *rows, *rows2;
+    double *colsum;   /* (d) sum of the owned rows of W_u, for label smoothing */
     double *dstat;    /* per-row sums of exponentials and target logits, in double */
     int32_t *ids, *ids2;
     int64_t *counts;
@@ -50,14 +51,17 @@ void uid_embed_forward(UidHead *u, const int32_t *ids, int N, float *out);
 /* dE_u[ids] += dout (N,d). Sharded: the rows travel to the owners of their ids. */
 void uid_embed_backward(UidHead *u, const int32_t *ids, int N, const float *dout);
 /* Exact softmax cross-entropy of the UID head: logits = H (N,d) @ W_u^T over all items.
- * Returns the sum over this rank's rows of -log p(targets[n]). With dscale != 0 also dW_u +=
+ * Returns the sum over this rank's rows of -log p(targets[n]), or with label smoothing eps of
+ * -(1 - eps) log p(target) - (eps / n_items) sum_i log p(i) (the target's one-hot mixed with the
+ * uniform distribution; eps = 0 is the plain loss). With dscale != 0 also dW_u +=
  * and dH (N,d) += dscale * dCE/dH (dH may hold other gradients already). Logits are made in
  * blocks of u->block rows (fewer where u->work_max says), never all at once; the sums of
  * exponentials are accumulated in double (a million float terms lost ~1e-4). Sharded: every
  * rank's rows are gathered, each rank makes their logits over its items, the row maximum, the
  * sum of exponentials and the target logit are all-reduced, and dH (a partial sum over the item
  * shards) is reduce-scattered back to the rows' ranks. */
-double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH);
+double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float eps, float dscale,
+                                 float *dH);
 /* Rows of H per logits block: u->block, fewer when the workspace (a row: its logits over the owned
  * items and 2 d floats) would pass u->work_max; at least 1. */
 int uid_block_rows(const UidHead *u);

@@ -42,6 +42,7 @@ static const Key schema[] = {
 
     {"train", "mode", T_ENUM, F(train.mode), 0, 0, "car|ar", "car"},
     {"train", "alpha", T_FLOAT, F(train.alpha), 0, 100, NULL, "1.0"},
+    {"train", "label_smoothing", T_FLOAT, F(train.label_smoothing), 0, 0.99, NULL, "0.0"},
     {"train", "epochs", T_INT, F(train.epochs), 1, 100000, NULL, "30"},
     {"train", "max_steps", T_INT64, F(train.max_steps), 0, 9.2e18, NULL, "0"},
     {"train", "batch_size", T_INT, F(train.batch_size), 1, 1 << 20, NULL, "256"},

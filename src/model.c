@@ -25,6 +25,7 @@ void model_spec_from_config(ModelSpec *s, const CarConfig *cfg, int64_t n_items)
     s->tie_uid = cfg->model.tie_uid;
     s->mode = cfg->train.mode;
     s->alpha = (float)cfg->train.alpha;
+    s->label_smoothing = (float)cfg->train.label_smoothing;
     s->seed = (uint64_t)cfg->train.seed;
 }
 
@@ -428,7 +429,8 @@ static void heads_forward_backward(Model *m, double *sums) {
             if (ds != 0) matmul_backward(dH, arena_grad(&m->params, m->think_head[k]), NULL, lg, H, W, n, d, K, 1);
             if (m->prof) m->prof->seconds[0][PART_THINK] += comm_wtime() - t0;
         } else {
-            TIMED(m, 0, PART_UID, sums[k] = uid_head_forward_backward(&m->uid, H, tgt, n, ds, dH));
+            float eps = m->training ? s->label_smoothing : 0.0f; /* evaluation reports the plain cross-entropy */
+            TIMED(m, 0, PART_UID, sums[k] = uid_head_forward_backward(&m->uid, H, tgt, n, eps, ds, dH));
         }
         if (ds == 0) continue;
         for (int i = 0; i < n; i++) {

@@ -32,7 +32,7 @@ void uid_init(UidHead *u, int64_t n_items, int d, int tied, uint64_t seed, int s
 
 void uid_free(UidHead *u) {
     arena_free(&u->arena);
-    free(u->work); free(u->stat); free(u->dstat); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
+    free(u->work); free(u->stat); free(u->dstat); free(u->colsum); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
     memset(u, 0, sizeof *u);
 }
 
@@ -121,12 +121,14 @@ void uid_head_scores(const UidHead *u, const float *H, int N, float *scores) {
                 V);
 }
 
-/* The gradients of one block from E = exp(logits - max) (nb,V) as it is: with G = dscale (E / sum
- * - onehot(local)), dW (V,d) += G^T Hb and dHb (nb,d) += G W (a partial sum over shards). The
+/* The gradients of one block from E = exp(logits - max) (nb,V) as it is: with G = dscale E / sum
+ * - hot onehot(local), dW (V,d) += G^T Hb and dHb (nb,d) += G W (a partial sum over shards). The
  * scaling by dscale / sum goes on the small operands (Hs = Hb rows scaled, and the rows of E W)
- * and the one-hot on the target rows, so E is never rewritten: a pass over the logits saved. */
+ * and the one-hot on the target rows, so E is never rewritten: a pass over the logits saved.
+ * (Label smoothing's uniform part is added once per call, by smoothing_gradients.) */
 static void uid_block_gradients(const float *E, int nb, int V, int d, const float *Hb, const float *W, const float *sum,
-                                const int32_t *local, float dscale, float *Hs, float *EW, float *dW, float *dHb) {
+                                const int32_t *local, float dscale, float hot, float *Hs, float *EW, float *dW,
+                                float *dHb) {
     for (int n = 0; n < nb; n++) {
         float f = dscale / sum[n];
         for (int c = 0; c < d; c++) Hs[(size_t)n * d + c] = f * Hb[(size_t)n * d + c];
@@ -141,8 +143,8 @@ static void uid_block_gradients(const float *E, int nb, int V, int d, const floa
         float *dw = dW + (size_t)local[n] * d;
         const float *w = W + (size_t)local[n] * d;
         for (int c = 0; c < d; c++) {
-            dw[c] -= dscale * h[c];
-            dh[c] -= dscale * w[c];
+            dw[c] -= hot * h[c];
+            dh[c] -= hot * w[c];
         }
     }
 }
@@ -167,7 +169,28 @@ static void exp_rows_sum(float *x, int nb, int V, const float *mx, double *sum) 
     }
 }
 
-double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float dscale, float *dH) {
+/* colsum (d) = the sum of the owned rows of W (V,d): with it, H_n . colsum is the sum of row n's
+ * logits over the owned items, the uniform part of label smoothing's loss (summed over shards with
+ * the target logit). */
+static void owned_column_sums(const float *W, int64_t V, int d, double *colsum) {
+    for (int c = 0; c < d; c++) colsum[c] = 0;
+    for (int64_t i = 0; i < V; i++)
+        for (int c = 0; c < d; c++) colsum[c] += W[(size_t)i * d + c];
+}
+
+/* Label smoothing's uniform part of the gradient, -dscale eps / n_items for every logit: dH_n -=
+ * f colsum (each shard its items' part; the reduce-scatter adds them) and every owned row of dW
+ * -= f sum_n H_n (hsum, over all the call's rows), f = dscale eps / n_items. */
+static void smoothing_gradients(float f, const double *colsum, const double *hsum, int64_t NT, int64_t V, int d,
+                                float *dHall, float *dW) {
+    for (int64_t n = 0; n < NT; n++)
+        for (int c = 0; c < d; c++) dHall[(size_t)n * d + c] -= f * (float)colsum[c];
+    for (int64_t i = 0; i < V; i++)
+        for (int c = 0; c < d; c++) dW[(size_t)i * d + c] -= f * (float)hsum[c];
+}
+
+double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float eps, float dscale,
+                                 float *dH) {
     check_ids(u, targets, N, "target");
     int V = (int)(u->hi - u->lo), d = u->d, bs = uid_block_rows(u), P = comm_size(), me = comm_rank();
     /* the rows of every rank (sharded), or just these */
@@ -200,10 +223,17 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
     int32_t *local = xmalloc(sizeof(int32_t) * (size_t)bs); /* target index within the owned range, -1 elsewhere */
     const float *W = uid_head_w(u);
     float *dW = arena_grad(&u->arena, u->head);
-    double loss = 0;
+    double loss = 0, *hsum = NULL; /* with smoothing: sum of the rows of H (d) */
+    if (eps > 0) {
+        u->colsum = xrealloc(u->colsum, sizeof(double) * 2 * (size_t)d);
+        hsum = u->colsum + d;
+        owned_column_sums(W, V, d, u->colsum);
+        for (int c = 0; c < d; c++) hsum[c] = 0;
+    }
+    float hot = dscale * (1 - eps), spread = eps / (float)u->n_items;
     for (int64_t r0 = 0; r0 < NT; r0 += bs) {
         int nb = NT - r0 < bs ? (int)(NT - r0) : bs;
-        double *tl = sum + nb; /* right after sum: one all-reduce sums both (exact: one rank's logit) */
+        double *tl = sum + nb; /* right after sum: one all-reduce sums both (the target logit: one rank adds it) */
         const float *Hb = Hall + (size_t)r0 * d;
         uid_head_scores(u, Hb, nb, x);
         for (int n = 0; n < nb; n++) {
@@ -212,6 +242,12 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
             mx[n] = -INFINITY;
             sum[n] = 0;
             tl[n] = local[n] >= 0 ? x[(size_t)n * V + local[n]] : 0.0f;
+            if (eps > 0) { /* the smoothed target's logit: (1 - eps) z_t + eps / n_items sum_i z_i */
+                double zs = 0;
+                for (int c = 0; c < d; c++) zs += (double)Hb[(size_t)n * d + c] * u->colsum[c];
+                tl[n] = (1 - eps) * tl[n] + spread * zs;
+                for (int c = 0; c < d; c++) hsum[c] += Hb[(size_t)n * d + c];
+            }
         }
         softmax_rows_max(x, nb, V, V, mx);
         if (u->sharded) comm_max_float(mx, nb);
@@ -221,8 +257,9 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
             if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0 || V == 0) continue;
         for (int n = 0; n < nb; n++) sumf[n] = (float)sum[n]; /* rounded once: the accumulation was in double */
-        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, Hs, EW, dW, dHall + (size_t)r0 * d);
+        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, hot, Hs, EW, dW, dHall + (size_t)r0 * d);
     }
+    if (eps > 0 && dscale != 0) smoothing_gradients(dscale * spread, u->colsum, hsum, NT, V, d, dHall, dW);
     if (dHall && u->sharded) {
         int64_t *cnt = rows_of + P;
         for (int r = 0; r < P; r++) cnt[r] = rows_of[r] * d;

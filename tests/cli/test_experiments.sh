@@ -3,6 +3,7 @@
 # - sid.method random and lsh from the command line: codes identical at -n 1, 2, 3, the method in
 #   sid_report.json and sids.h5, a method change recomputes, lsh with a codebook that is not a power of
 #   two is a one-line error;
+# - scripts/mpirun.sh binds no core (two cells side by side would share core 0);
 # - scripts/experiments.sh (pointed at the set with CAR_CONFIGS / CAR_SETS / CAR_RUNS / CAR_RESULTS):
 #   --list, --dry-run, a bad --only, two cells (car, uidonly = sid.levels 0 end to end), a second run
 #   that skips both, a USR1 that stops a running cell with a checkpoint (exit 75);
@@ -58,6 +59,12 @@ expect_error "lsh needs powers of two" "car_train: error: key 'sid.codebook' = 1
     -o run.dir="$TMP/sid_bad"
 
 # ---------------------------------------------------------------- the runner
+# the launcher binds no core: two one-rank cells side by side must not share core 0 (Open MPI binds
+# each mpirun's ranks from the first core up, blind to the other)
+want=$(grep Cpus_allowed_list /proc/self/status)
+got=$("$REPO/scripts/mpirun.sh" -n 1 grep Cpus_allowed_list /proc/self/status 2>&1)
+[ "$got" = "$want" ] && pass "scripts/mpirun.sh: a rank may run on every core ($want)" ||
+    fail "scripts/mpirun.sh: a rank may run on every core" "rank: $got" "shell: $want"
 export CAR_SETS=tiny CAR_CONFIGS=$TMP/configs CAR_RUNS=$TMP/runs CAR_RESULTS=$TMP/results CAR_BIN=$BIN CAR_SEEDS="1 2 3"
 RUN=("$REPO/scripts/experiments.sh")
 n=$("${RUN[@]}" --list | wc -l)

@@ -2,7 +2,7 @@
  * every rank makes of the one-rank computation (all items local, nothing communicated).
  * - uidhead: the sharded UID embedding (forward and backward through all-to-alls) and the sharded
  *   softmax cross-entropy (gathered rows, all-reduced statistics, reduce-scattered dH) equal the
- *   unsharded ones, tied and untied, with ranks holding no rows;
+ *   unsharded ones, tied and untied, with and without label smoothing, with ranks holding no rows;
  * - training: a global batch split over the ranks (some ranks empty) gives the same loss and,
  *   after three AdamW steps with dropout, the same replicated and sharded parameters and moments;
  * - evaluation: the ranks of the targets (fast and slow thinking, history filtered or not, scores
@@ -31,7 +31,7 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 /* rows of this rank: rank r gets 3r + 1 rows except the last rank, which gets none (P > 1) */
 static int my_rows(void) { return comm_size() > 1 && comm_rank() == comm_size() - 1 ? 0 : 3 * comm_rank() + 1; }
 
-static void uidhead_case(int tied) {
+static void uidhead_case(int tied, float eps) {
     int P = comm_size(), me = comm_rank(), N = my_rows();
     UidHead sh, ref;
     uid_init(&sh, V, D, tied, 5, 1);
@@ -47,7 +47,8 @@ static void uidhead_case(int tied) {
         for (int c = 0; c < D; c++) H[n * D + c] = frand(10, (uint64_t)me, (uint64_t)(n * D + c));
     }
     if (N > 1) t[1] = (int32_t)(V - 1); /* an item of the last rank's range */
-    double loss[2] = {uid_head_forward_backward(&sh, H, t, N, 0.5f, dH), uid_head_forward_backward(&ref, H, t, N, 0.5f, dHr)};
+    double loss[2] = {uid_head_forward_backward(&sh, H, t, N, eps, 0.5f, dH),
+                      uid_head_forward_backward(&ref, H, t, N, eps, 0.5f, dHr)};
     comm_sum_double(loss, 2);
     CHECK_CLOSE(loss[0], loss[1], 1e-6);
     CHECK_MSG(rel_diff(dH, dHr, (size_t)N * D) < 1e-6, "dH differs by %g", rel_diff(dH, dHr, (size_t)N * D));
@@ -73,8 +74,9 @@ static void uidhead_case(int tied) {
     uid_free(&ref);
 }
 
-static void test_uidhead_untied(void) { uidhead_case(0); }
-static void test_uidhead_tied(void) { uidhead_case(1); }
+static void test_uidhead_untied(void) { uidhead_case(0, 0.0f); }
+static void test_uidhead_tied(void) { uidhead_case(1, 0.0f); }
+static void test_uidhead_label_smoothing(void) { uidhead_case(0, 0.2f), uidhead_case(1, 0.2f); }
 
 /* ---------------------------------------------------------------- a small model and data */
 
@@ -83,7 +85,7 @@ static const int K[L] = {5, 7};
 
 static ModelSpec spec(int mode, int local) {
     ModelSpec s = {.levels = L, .n_items = V, .max_chunks = HIST + 1, .d_model = D, .n_layers = 2, .n_heads = 2,
-                   .dropout = 0.2f, .fusion = FUSION_SUM, .mode = mode, .alpha = 0.7f, .seed = 3, .local_items = local};
+                   .dropout = 0.2f, .fusion = FUSION_SUM, .mode = mode, .alpha = 0.7f, .label_smoothing = 0.1f, .seed = 3, .local_items = local};
     for (int l = 0; l < L; l++) s.codebook[l] = K[l];
     return s;
 }
@@ -254,6 +256,7 @@ int main(int argc, char **argv) {
     comm_init(&argc, &argv, "test_shard");
     RUN_TEST(test_uidhead_untied);
     RUN_TEST(test_uidhead_tied);
+    RUN_TEST(test_uidhead_label_smoothing);
     RUN_TEST(test_train_car);
     RUN_TEST(test_train_ar);
     RUN_TEST(test_eval);

@@ -44,7 +44,7 @@ static double sharded_loss(UidHead *u, float *dH) {
     int32_t t[N];
     for (int n = 0; n < N; n++) H[n * D] = 1.0f, H[n * D + 1] = 0.0f, t[n] = target_of(n);
     memset(dH, 0, sizeof(float) * N * D);
-    double loss = uid_head_forward_backward(u, H, t, N, 0.25f, dH);
+    double loss = uid_head_forward_backward(u, H, t, N, 0.0f, 0.25f, dH);
     comm_sum_double(&loss, 1);
     return loss;
 }

@@ -304,33 +304,38 @@ static void test_crossentropy(void) {
 }
 
 /* ------------------------------------------------------------------ uid head */
-typedef struct { UidHead *u; float *H; const int32_t *t; int N; } UidCtx;
+typedef struct { UidHead *u; float *H; const int32_t *t; int N; float eps; } UidCtx;
 static void uid_fwd(Layer *l, float *out) {
     UidCtx *c = l->ctx;
-    out[0] = (float)uid_head_forward_backward(c->u, c->H, c->t, c->N, 0, NULL);
+    out[0] = (float)uid_head_forward_backward(c->u, c->H, c->t, c->N, c->eps, 0, NULL);
 }
+/* tied and untied, without and with label smoothing (eps 0.3) */
 static void test_uid_head(void) {
-    for (int tied = 0; tied <= 1; tied++) {
+    for (int tc = 0; tc < 4; tc++) {
+        int tied = tc & 1;
+        float eps = tc < 2 ? 0.0f : 0.3f;
+        char name[64];
         UidHead u;
         uid_init(&u, 13, 6, tied, 7, 0);
         u.block = 3; /* several logits blocks, the last one short */
         fill(uid_head_w(&u), 13 * 6, 1, 70);
         const int32_t t[] = {0, 12, 5, 5, 7, 1, 3};
-        UidCtx c = {.u = &u, .t = t, .N = 7};
+        UidCtx c = {.u = &u, .t = t, .N = 7, .eps = eps};
         c.H = randn(42, 1, 71);
         float R = 1;
         Layer l = {uid_fwd, 1, &R, &c};
-        /* against a direct double computation of the full softmax */
+        /* against a direct double computation of the full softmax: -(1 - eps) log p_t - eps/13 sum_i log p_i */
         double want = 0;
         for (int n = 0; n < 7; n++) {
-            double s = 0, lt = 0;
+            double s = 0, lt = 0, zsum = 0;
             for (int i = 0; i < 13; i++) {
                 double z = 0;
                 for (int k = 0; k < 6; k++) z += (double)c.H[n * 6 + k] * uid_head_w(&u)[i * 6 + k];
                 s += exp(z);
+                zsum += z;
                 if (i == t[n]) lt = z;
             }
-            want += log(s) - lt;
+            want += log(s) - (1 - eps) * lt - eps / 13 * zsum;
         }
         float loss;
         uid_fwd(&l, &loss);
@@ -338,12 +343,13 @@ static void test_uid_head(void) {
         float *g0 = randn(42, 1, 72), *dH = xmalloc(42 * 4);
         memcpy(dH, g0, 42 * 4);
         uid_zero_grad(&u);
-        double l2 = uid_head_forward_backward(&u, c.H, t, 7, 1.0f, dH);
+        double l2 = uid_head_forward_backward(&u, c.H, t, 7, eps, 1.0f, dH);
         CHECK_CLOSE(l2, want, 1e-5);
         float *dh = added(dH, g0, 42);
-        EXPECT_GRAD(tied ? "uid head dH (tied)" : "uid head dH", fd_error(&l, c.H, 42, dh, 1e-2f));
-        EXPECT_GRAD(tied ? "uid head dW (tied)" : "uid head dW",
-                    fd_error(&l, uid_head_w(&u), 78, arena_grad(&u.arena, u.head), 1e-2f));
+        snprintf(name, sizeof name, "uid head dH (%s, eps %g)", tied ? "tied" : "untied", eps);
+        EXPECT_GRAD(name, fd_error(&l, c.H, 42, dh, 1e-2f));
+        snprintf(name, sizeof name, "uid head dW (%s, eps %g)", tied ? "tied" : "untied", eps);
+        EXPECT_GRAD(name, fd_error(&l, uid_head_w(&u), 78, arena_grad(&u.arena, u.head), 1e-2f));
         /* scores are the logits */
         float s[13];
         uid_head_scores(&u, c.H, 1, s);
