@@ -36,6 +36,9 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
  * one after another (attention_size floats). out (N,C). */
 size_t attention_size(const int *off, int B, int NH);
 void attention_forward(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH);
+/* The same for the last row of each non-empty sequence only (what encoding a history needs): out
+ * (R,C), R = the non-empty sequences in order; p: scratch of max T floats. */
+void attention_forward_last(float *out, float *p, const float *qkv, const int *off, int B, int C, int NH);
 /* dqkv (N,3C) += (or = ); scratch: T_max * T_max floats */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int *off, int B,
                         int C, int NH, float *scratch, int accumulate);

@@ -139,29 +139,52 @@ size_t attention_size(const int *off, int B, int NH) {
     return s;
 }
 
-void attention_forward(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH) {
+/* One head of one sequence of T rows (q, k, v: its first row, rows 3C apart). Every row: P (T,T)
+ * = softmax(q k^T * scale) over j <= i, out (T,hs) = P v (rows C apart). Last row only: P (T) =
+ * softmax(k q_last * scale), out (hs) = v^T P. */
+static void head_forward(float *out, float *P, const float *q, const float *k, const float *v, int T, int hs, int C,
+                         float scale, int last_only) {
+    if (last_only) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hs, scale, k, 3 * C, q + (size_t)(T - 1) * 3 * C, 1, 0.0f, P, 1);
+        vscale(P, (size_t)T, 1.0f / vexp_shift_sum(P, (size_t)T, vmax(P, (size_t)T)));
+        cblas_sgemv(CblasRowMajor, CblasTrans, T, hs, 1.0f, v, 3 * C, P, 1, 0.0f, out, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C, 0.0f, P, T);
+    for (int i = 0; i < T; i++) {
+        float *row = P + (size_t)i * T;
+        float sum = vexp_shift_sum(row, (size_t)i + 1, vmax(row, (size_t)i + 1));
+        vscale(row, (size_t)i + 1, 1.0f / sum);
+        memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, v, 3 * C, 0.0f, out, C);
+}
+
+/* attention_forward (last_only 0: att keeps every head's P) and attention_forward_last (1: att is
+ * one head's scratch, out has a row per non-empty sequence) */
+static void attention_heads(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH,
+                            int last_only) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     for (int b = 0; b < B; b++) {
         int T = off[b + 1] - off[b];
         if (T == 0) continue;
+        float *o = last_only ? out : out + (size_t)off[b] * C;
         for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)off[b] * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
-            float *P = att;
-            att += (size_t)T * T;
-            /* P (T,T) = softmax(q k^T * scale) over j <= i */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C, 0.0f, P, T);
-            for (int i = 0; i < T; i++) {
-                float *row = P + (size_t)i * T;
-                float sum = vexp_shift_sum(row, (size_t)i + 1, vmax(row, (size_t)i + 1));
-                vscale(row, (size_t)i + 1, 1.0f / sum);
-                memset(row + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
-            }
-            /* out (T,hs) = P v */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, P, T, v, 3 * C, 0.0f,
-                        out + (size_t)off[b] * C + h * hs, C);
+            const float *q = qkv + (size_t)off[b] * 3 * C + h * hs;
+            head_forward(o + h * hs, att, q, q + C, q + 2 * C, T, hs, C, scale, last_only);
+            if (!last_only) att += (size_t)T * T;
         }
+        if (last_only) out += C;
     }
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const int *off, int B, int C, int NH) {
+    attention_heads(out, att, qkv, off, B, C, NH, 0);
+}
+
+void attention_forward_last(float *out, float *p, const float *qkv, const int *off, int B, int C, int NH) {
+    attention_heads(out, p, qkv, off, B, C, NH, 1);
 }
 
 /* dS (T,T) = P * (dP - rowsum(P * dP)) on and below the diagonal, 0 above, in place of dP */

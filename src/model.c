@@ -370,34 +370,57 @@ static void embed_forward(Model *m) {
     }
 }
 
-/* Token rows -> final hidden states m->lnf (N,d). */
-static void backbone_forward(Model *m) {
-    const ModelSpec *s = &m->spec;
-    int N = m->N, d = s->d_model;
+/* Layer l's first half on every row: ln1 and qkv (N,3d), from its input res (N,d). */
+static void block_qkv_forward(Model *m, int l, const float *res) {
+    int N = m->N, d = m->spec.d_model;
+    LayerTensors w = model_layer_tensors(m, l, 0);
+    LayerActs *t = &m->la[l];
+    TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, w.ln1_w, w.ln1_b, N, d));
+    TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->qkv, t->ln1, w.qkv_w, w.qkv_b, N, d, 3 * d));
+}
+
+/* Layer l from the attention output t->atty on R rows (R = N, or one row per sequence when only
+ * the last rows are wanted, res then their inputs): res3 = res2 + MLP(ln2(res2)), res2 = res +
+ * proj(atty), with dropout in training. */
+static void block_rest_forward(Model *m, int l, const float *res, int R) {
+    int d = m->spec.d_model;
+    LayerTensors w = model_layer_tensors(m, l, 0);
+    LayerActs *t = &m->la[l];
+    TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->attproj, t->atty, w.proj_w, w.proj_b, R, d, d));
+    TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l)); /* res2 = res + dropout(attproj) */
+    TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, w.ln2_w, w.ln2_b, R, d));
+    TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, w.fc_w, w.fc_b, R, d, 4 * d));
+    TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)R * 4 * d));
+    TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fcproj, t->fch_gelu, w.fcproj_w, w.fcproj_b, R, 4 * d, d));
+    TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l)); /* res3 = res2 + dropout(fcproj) */
+}
+
+static void final_layernorm(Model *m, const float *res, int R) {
     ParamArena *a = &m->params;
+    TIMED(m, 0, PART_LAYERNORM,
+          layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, arena_param(a, m->lnf_w), arena_param(a, m->lnf_b),
+                            R, m->spec.d_model));
+}
+
+/* Token rows -> the embeddings and the first n_full layers on every row; returns their output. */
+static const float *backbone_first_layers(Model *m, int n_full) {
     layout_acts(m);
     TIMED(m, 0, PART_EMBED, embed_forward(m));
     if (dropout_on(m)) TIMED(m, 0, PART_DROPOUT, dropout_site(m, m->x0, m->x0, NULL, 0));
     const float *res = m->x0;
-    for (int l = 0; l < s->n_layers; l++) {
-        LayerTensors w = model_layer_tensors(m, l, 0);
+    for (int l = 0; l < n_full; l++) {
         LayerActs *t = &m->la[l];
-        TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln1, t->ln1_mean, t->ln1_rstd, res, w.ln1_w, w.ln1_b, N, d));
-        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->qkv, t->ln1, w.qkv_w, w.qkv_b, N, d, 3 * d));
-        TIMED(m, 0, PART_ATTENTION, attention_forward(t->atty, t->att, t->qkv, m->off, m->B, d, s->n_heads));
-        TIMED(m, 0, PART_ATTN_MM, matmul_forward(t->attproj, t->atty, w.proj_w, w.proj_b, N, d, d));
-        TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l)); /* res2 = res + dropout(attproj) */
-        TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, w.ln2_w, w.ln2_b, N, d));
-        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, w.fc_w, w.fc_b, N, d, 4 * d));
-        TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)N * 4 * d));
-        TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fcproj, t->fch_gelu, w.fcproj_w, w.fcproj_b, N, 4 * d, d));
-        TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l)); /* res3 = res2 + dropout(fcproj) */
+        block_qkv_forward(m, l, res);
+        TIMED(m, 0, PART_ATTENTION, attention_forward(t->atty, t->att, t->qkv, m->off, m->B, m->spec.d_model,
+                                                      m->spec.n_heads));
+        block_rest_forward(m, l, res, m->N);
         res = t->res3;
     }
-    TIMED(m, 0, PART_LAYERNORM,
-          layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, res, arena_param(a, m->lnf_w), arena_param(a, m->lnf_b),
-                            N, d));
+    return res;
 }
+
+/* Token rows -> final hidden states m->lnf (N,d). */
+static void backbone_forward(Model *m) { final_layernorm(m, backbone_first_layers(m, m->spec.n_layers), m->N); }
 /* The heads on the rows that have targets: loss sums per head; with dloss != 0 the heads'
  * parameter gradients and dlnf (N,d), the gradient at the final hidden states. */
 static void heads_forward_backward(Model *m, double *sums) {
@@ -482,16 +505,27 @@ static ModelLoss forward_targets(Model *m, const ModelBatch *b, int target_mode,
     return r;
 }
 
+/* Only each sequence's last row leaves the encoder, so the last layer runs its attention, MLP and
+ * the final LayerNorm on those R rows alone (its keys and values still on every row: a decoder's
+ * cache reads them): a third less work at Beauty's sizes. m->lnf then holds R rows. */
 void model_encode(Model *m, const ModelBatch *b, float *h_last) {
     prepare(m, b, 0);
     m->training = 0;
     m->dloss = 0;
-    backbone_forward(m);
-    int d = m->spec.d_model;
-    for (int i = 0; i < b->B; i++) {
+    int d = m->spec.d_model, last = m->spec.n_layers - 1, R = 0;
+    const float *res = backbone_first_layers(m, last);
+    LayerActs *t = &m->la[last];
+    block_qkv_forward(m, last, res);
+    TIMED(m, 0, PART_ATTENTION, attention_forward_last(t->atty, t->att, t->qkv, m->off, m->B, d, m->spec.n_heads));
+    for (int i = 0; i < b->B; i++) /* the last rows' inputs, gathered into fcproj (free until the MLP) */
+        if (m->off[i + 1] > m->off[i])
+            memcpy(t->fcproj + (size_t)R++ * d, res + (size_t)(m->off[i + 1] - 1) * d, (size_t)d * sizeof(float));
+    block_rest_forward(m, last, t->fcproj, R);
+    final_layernorm(m, t->res3, R);
+    for (int i = 0, r = 0; i < b->B; i++) {
         float *h = h_last + (size_t)i * d;
         if (m->off[i + 1] > m->off[i])
-            memcpy(h, m->lnf + (size_t)(m->off[i + 1] - 1) * d, (size_t)d * sizeof(float));
+            memcpy(h, m->lnf + (size_t)r++ * d, (size_t)d * sizeof(float));
         else
             memset(h, 0, (size_t)d * sizeof(float));
     }

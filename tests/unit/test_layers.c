@@ -197,6 +197,14 @@ static void test_attention(void) {
     for (size_t i = 0; i < nq; i++) dqkv[i] = NAN;
     attention_backward(dqkv, R, c.qkv, c.att, off, c.B, c.C, c.NH, scratch, 0);
     EXPECT_GRAD("attention dqkv written (accumulate 0)", fd_error(&l, c.qkv, nq, dqkv, 1e-2f));
+    /* the last row of each non-empty sequence alone (R = 3 rows): the full attention's last rows */
+    float last[3 * 8], p[7];
+    attention_forward_last(last, p, c.qkv, off, c.B, c.C, c.NH);
+    const int last_row[3] = {4, 5, 12};
+    double dl = 0;
+    for (int r = 0; r < 3; r++)
+        for (int c2 = 0; c2 < 8; c2++) dl = check_max(dl, fabs(last[r * 8 + c2] - out[last_row[r] * 8 + c2]));
+    CHECK_MSG(dl < 1e-6, "attention_forward_last differs by %g", dl);
     /* causality: the first sequence's first output does not move when its later tokens do */
     float before = out[0];
     for (int c2 = 0; c2 < 24; c2++) c.qkv[3 * 24 + c2] += 1.0f;

@@ -322,6 +322,19 @@ static void test_encode_and_scores(void) {
     float h1[8];
     model_encode(&m, &b1, h1);
     for (int k = 0; k < 8; k++) CHECK_CLOSE(h1[k], H[2 * 8 + k], 1e-5);
+    /* an empty history between two others encodes to zeros and moves nothing (the last layer runs
+     * on the non-empty sequences' last rows only) */
+    TestBatch gap = {.B = 3, .len = {4, 0, 5}, .sample = {0, 1, 2}};
+    memcpy(gap.items, tb.items, 4 * sizeof(int32_t));
+    memcpy(gap.items + 4, tb.items + 6, 5 * sizeof(int32_t));
+    ModelBatch bg = as_batch(&gap);
+    float hg[3 * 8];
+    model_encode(&m, &bg, hg);
+    for (int k = 0; k < 8; k++) {
+        CHECK_CLOSE(hg[k], H[k], 1e-5);
+        CHECK(hg[8 + k] == 0);
+        CHECK_CLOSE(hg[16 + k], H[2 * 8 + k], 1e-5);
+    }
     /* it is the state a car training forward of those items plus one more has at that position */
     one.len[0] = 6;
     one.items[5] = 3;
