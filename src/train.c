@@ -581,6 +581,8 @@ static void final_evaluation(Run *r, const char *command, json_t *summary) {
     json_object_set_new(summary, "popularity_test", metrics_json(&ps));
     double rss = comm_peak_rss_mib();
     json_object_set_new(summary, "peak_rss_mib_per_rank", json_real(rss));
+    /* the BLAS kernel and threads of the evaluation: they change the float rounding, hence a rerun's digits */
+    json_object_set_new(summary, "blas", json_string(comm_blas_info()));
     write_results(cfg, command, valid, test, st.best_epoch, summary);
 }
 

@@ -65,6 +65,9 @@ count_checks() {
         case "$line" in "ok   "*) pass "${line#ok   }";; "FAIL "*) fail "${line#FAIL }";; esac
     done <<<"$out"
     grep -q '^ok\|^FAIL' <<<"$out" || fail "checker crashed" "$out"
+    # a checker that stops half-way (a Python exception) must not pass on the checks it printed
+    ! grep -q '^Traceback' <<<"$out" || fail "checker crashed after $(grep -c '^ok\|^FAIL' <<<"$out") checks" \
+        "$(grep -A 20 '^Traceback' <<<"$out" | tail -n 3)"
 }
 
 finish() { echo "RESULT $_pass passed, $_fail failed, $_skip skipped"; [ $_fail -eq 0 ]; }

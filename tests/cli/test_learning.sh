@@ -26,6 +26,7 @@ check("CAR test R@10 >= 0.40 (floor; popularity is ~0.16)", c >= 0.40)
 check("CAR test R@10 >= 2.5x popularity", c >= 2.5 * p)
 check("CAR beats the UID-only model on R@10", c > u)
 check("results.json holds the run's command and config", "car_train" in car["command"] and "sid = {" in car["effective_config"] and car["ranks"] == 2)
+check("results.json names the BLAS kernel and threads: " + car.get("blas", "(none)"), "kernel " in car.get("blas", "") and "BLAS thread" in car.get("blas", ""))
 P
 )
 echo "$out"
