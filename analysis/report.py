@@ -10,9 +10,8 @@ for each ablation and control, a paired test over users against CAR on test NDCG
 ranks (runs of the same variant are averaged per user over their seeds first; p of a two-sided paired
 t test, normal approximation, and a 95% paired-bootstrap interval of the difference); the exact
 command of every cell. Missing cells show "—"; runs without per-user ranks say so.
-Files: <variant>_s<seed>.json (scripts/experiments.sh) and the older names of the Beauty ablation
-(car.json, car_seed2.json, car_no_fusion*.json, car_alpha0*.json, ar.json); the seed is read from
-the run's effective configuration.
+Files: <variant>_s<seed>.json (scripts/experiments.sh); the seed is read from the run's effective
+configuration. Subfolders (previous_config_*: cells of an earlier configuration) are not read.
 """
 import argparse
 import glob
@@ -39,7 +38,6 @@ VARIANTS = [
     ("random", "random codes", "sid.method = random (same level sizes)"),
     ("lsh", "LSH codes", "sid.method = lsh (random hyperplanes)"),
 ]
-OLD_NAMES = {"car": "car", "car_no_fusion": "nofusion", "car_alpha0": "nothink", "ar": "ar"}
 TIGER = "TIGER paper (Rajput et al., NeurIPS 2023, arXiv 2305.05065), Table 1"
 # R@5, N@5, R@10, N@10
 PUBLISHED = {
@@ -62,18 +60,14 @@ def seed_of(run, name):
 
 
 def load_set(folder):
-    """{variant: {seed: (run dict, ranks path or None)}}; new names win over old ones."""
+    """{variant: {seed: (run dict, ranks path or None)}}"""
     cells = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         name = os.path.basename(path)[:-5]
         m = re.match(r"^(\w+?)_s(\d+)$", name)
-        if m and m.group(1) in dict((v[0], 1) for v in VARIANTS):
-            variant, new = m.group(1), True
-        else:
-            base = re.sub(r"_seed\d+$", "", name)
-            if base not in OLD_NAMES:
-                continue
-            variant, new = OLD_NAMES[base], False
+        if not (m and m.group(1) in dict((v[0], 1) for v in VARIANTS)):
+            continue
+        variant = m.group(1)
         try:
             run = json.load(open(path))
         except (OSError, ValueError) as e:
@@ -83,8 +77,6 @@ def load_set(folder):
             continue
         seed = seed_of(run, name)
         ranks = path[:-5] + ".ranks.gz"
-        if seed in cells.get(variant, {}) and not new:
-            continue
         cells.setdefault(variant, {})[seed] = (run, ranks if os.path.exists(ranks) else None)
     return cells
 
