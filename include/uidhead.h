@@ -23,11 +23,11 @@ typedef struct {
                          max(work_max, items per rank + 2 d) floats however many items there are */
     /* workspace, grown as needed */
     float *work, *stat, *rows, *rows2;
-    double *colsum;   /* (d) sum of the owned rows of W_u, for label smoothing */
+    double *colsum;   /* (2 d) label smoothing: the sum of the owned rows of W_u, then of the rows of H */
     double *dstat;    /* per-row sums of exponentials and target logits, in double */
     int32_t *ids, *ids2;
     int64_t *counts;
-    size_t work_cap, stat_cap, rows_cap, rows2_cap, ids_cap, ids2_cap, dstat_cap;
+    size_t work_cap, stat_cap, rows_cap, rows2_cap, ids_cap, ids2_cap, dstat_cap, colsum_cap;
 } UidHead;
 
 /* 256 MiB of logits: block x items per rank passes it from ~262k items per rank (a million items

@@ -225,7 +225,7 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
     float *dW = arena_grad(&u->arena, u->head);
     double loss = 0, *hsum = NULL; /* with smoothing: sum of the rows of H (d) */
     if (eps > 0) {
-        u->colsum = xrealloc(u->colsum, sizeof(double) * 2 * (size_t)d);
+        xgrow(&u->colsum, &u->colsum_cap, 2 * (size_t)d, sizeof(double)); /* workspace kept, like the others */
         hsum = u->colsum + d;
         owned_column_sums(W, V, d, u->colsum);
         for (int c = 0; c < d; c++) hsum[c] = 0;
