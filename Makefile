@@ -59,6 +59,9 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJS) | $(DEPS_OK)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $< $(LIB_OBJS) -o $@ $(LDFLAGS) $(LDLIBS)
 
+# bench_train times every cblas_sgemm of the step (its __wrap_cblas_sgemm)
+$(BUILD)/bench/bench_train: LDFLAGS += -Wl,--wrap=cblas_sgemm
+
 # no sanitizers and no MPI: preloaded into any program, mpirun included
 $(BUILD)/tests/faults/shim_%.so: tests/faults/shim_%.c
 	@mkdir -p $(dir $@)

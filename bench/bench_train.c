@@ -12,7 +12,9 @@
  * and idle (waiting for the slowest rank, timed by a barrier before every collective), bytes sent
  * per rank and step, tokens per rank (max / mean, 1 = balanced), and peak memory per rank and of
  * the UID tables per rank; and where the time
- * goes: each part of the step (Model.prof) in ms per step, forward and backward, and its share. */
+ * goes: each part of the step (Model.prof) in ms per step, forward and backward, and its share;
+ * and the time inside sgemm (every cblas_sgemm of the step, wrapped at link time: -Wl,--wrap) with
+ * the share the step would reach if everything outside sgemm took no time, its ceiling. */
 #include "batch.h"
 #include "comm.h"
 #include "h5io.h"
@@ -28,6 +30,41 @@
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* cblas_sgemm as linked into this program (Makefile: -Wl,--wrap=cblas_sgemm): while counting, the
+ * seconds spent inside it and the FLOPs it did */
+void __real_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint M, blasint N,
+                        blasint K, float alpha, const float *A, blasint lda, const float *B, blasint ldb, float beta,
+                        float *C, blasint ldc);
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint M, blasint N,
+                        blasint K, float alpha, const float *A, blasint lda, const float *B, blasint ldb, float beta,
+                        float *C, blasint ldc);
+static struct { int on; double seconds, flops, calls; } sgemm_count;
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, blasint M, blasint N,
+                        blasint K, float alpha, const float *A, blasint lda, const float *B, blasint ldb, float beta,
+                        float *C, blasint ldc) {
+    double t0 = sgemm_count.on ? comm_wtime() : 0;
+    __real_cblas_sgemm(o, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!sgemm_count.on) return;
+    sgemm_count.seconds += comm_wtime() - t0;
+    sgemm_count.flops += 2.0 * M * (double)N * K;
+    sgemm_count.calls++;
+}
+
+/* The step's time inside sgemm (mean over ranks and the profiled steps) against the whole step, and
+ * the ceiling: the model's FLOPs over the sgemm time alone, as a share of the peak. */
+static void print_sgemm_share(int steps, double step, double model_flops, double peak) {
+    double c[3] = {sgemm_count.seconds, sgemm_count.flops, sgemm_count.calls};
+    comm_sum_double(c, 3);
+    double per = 1.0 / ((double)comm_size() * steps), sec = c[0] * per;
+    if (comm_rank() != 0) return;
+    printf("  inside sgemm: %.1f ms per step (%.0f%% of the step), %.0f calls, %.1f GFLOP/s = %.0f%% of the peak; "
+           "outside: %.1f ms | ceiling (nothing outside sgemm): the step's share %.0f%%\n",
+           1e3 * sec, 100 * sec / step, c[2] * per, c[1] * per / sec / 1e9, 100 * c[1] * per / sec / 1e9 / peak,
+           1e3 * (step - sec), 100 * model_flops / sec / 1e9 / peak);
+    printf("BENCH sgemm inside_ms=%.2f outside_ms=%.2f calls=%.0f sgemm_gflops=%.1f ceiling_share=%.3f\n", 1e3 * sec,
+           1e3 * (step - sec), c[2] * per, c[1] * per / sec / 1e9, model_flops / sec / 1e9 / peak);
 }
 
 /* sgemm GFLOP/s of n x n x n products with this process's kernel and threads */
@@ -174,6 +211,7 @@ int main(int argc, char **argv) {
         comm_stats_reset();
         double t0 = comm_wtime(), g;
         m.prof = st >= 0 && bucketed ? &prof : NULL; /* the timers' own cost is in the timed steps */
+        sgemm_count.on = m.prof != NULL;
         if (data) batch = real_batch(&rb, B, st < 0 ? 0 : st / 2); /* the pair of steps trains one batch */
         double t_form = comm_wtime() - t0;
         CommStats cs_form = comm_stats(); /* the all-to-all of windows, and waiting for it */
@@ -247,6 +285,7 @@ int main(int argc, char **argv) {
     double mean_step = 0;
     for (int i = 0; i < steps; i++) mean_step += t[i] / steps; /* the table's parts add up to the mean */
     print_parts(&prof, steps, mean_step);
+    print_sgemm_share(steps, mean_step, flops / P, peak);
     gradsync_free(&gs);
     free(t); free(codes); free(len); free(items); free(sample);
     if (data) real_close(&rb);
