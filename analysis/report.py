@@ -14,6 +14,7 @@ Files: <variant>_s<seed>.json (scripts/experiments.sh); the seed is read from th
 configuration. Subfolders (previous_config_*: cells of an earlier configuration) are not read.
 """
 import argparse
+import functools
 import glob
 import gzip
 import json
@@ -49,6 +50,19 @@ PUBLISHED = {
              ("SASRec (in TIGER)", TIGER, (.0463, .0306, .0675, .0374))],
 }
 DASH = "—"
+# The paper's comparisons (arXiv 2506.23643), each "A beats B" on test NDCG@10, user by user
+CLAIMS = [
+    ("car", "ar", "CAR beats AR (SIDs generated token by token, beam search)"),
+    ("car", "nofusion", "fusion helps: w/o F is worse"),
+    ("car", "nothink", "the think loss helps: w/o T is worse"),
+    ("car", "uidonly", "SIDs help: CAR beats the UID-only model (depth 0)"),
+    ("car", "lsh", "residual k-means SIDs beat LSH codes"),
+    ("car", "random", "the SIDs are semantic, not just capacity: CAR beats random codes of the same sizes"),
+]
+# Recall@5 from SID depth 1 to 4, relative rise the paper reports (Beauty and Toys; none for Sports)
+DEPTH_CLAIM = {"beauty": 25.8, "toys": 30.5}
+DEPTHS = [("uidonly", 0), ("depth1", 1), ("depth2", 2), ("car", 3), ("depth4", 4)]
+ALPHA = 0.05
 
 
 def seed_of(run, name):
@@ -81,19 +95,29 @@ def load_set(folder):
     return cells
 
 
-def test_ndcg10(ranks_path):
-    """Per-user test NDCG@10 (NaN for users without a test target) from a .ranks.gz file."""
+@functools.lru_cache(maxsize=None)
+def test_ranks(ranks_path):
+    """Per-user 0-based test rank (-1: no test target) from a .ranks.gz file."""
     with gzip.open(ranks_path, "rt") as f:
         rows = [line.split() for line in f if not line.startswith("#")]
-    test = np.array([int(r[1]) for r in rows], dtype=np.int64)
-    out = np.where(test < 10, 1.0 / np.log2(np.maximum(test, 0) + 2.0), 0.0)
+    return np.array([int(r[1]) for r in rows], dtype=np.int64)
+
+
+def test_metric(ranks_path, metric):
+    """Per-user test NDCG@10 ("ndcg10") or Recall@5 ("hit5": 1 when the target is in the top 5), NaN for
+    users without a test target."""
+    test = test_ranks(ranks_path)
+    if metric == "hit5":
+        out = (test < 5).astype(float)
+    else:
+        out = np.where(test < 10, 1.0 / np.log2(np.maximum(test, 0) + 2.0), 0.0)
     out[test < 0] = np.nan
     return out
 
 
-def per_user(cell):
-    """The seed-average of per-user test NDCG@10 over the runs that have ranks, or None."""
-    arrays = [test_ndcg10(r) for run, r in cell.values() if r]
+def per_user(cell, metric="ndcg10"):
+    """The seed-average of a per-user test metric over the runs that have ranks, or None."""
+    arrays = [test_metric(r, metric) for run, r in cell.values() if r]
     if not arrays or any(len(a) != len(arrays[0]) for a in arrays):
         return None
     return np.mean(arrays, axis=0)
@@ -132,7 +156,7 @@ def summarise(cell):
     return out
 
 
-def set_table(name, cells, n_boot, rng):
+def set_table(name, cells, n_boot, rng, claims_rng):
     lines = [f"## {name.capitalize()}", ""]
     rows = []  # (label, seeds, [(mean, std)], extra columns)
     for label, source, vals in PUBLISHED.get(name, []):
@@ -182,8 +206,72 @@ def set_table(name, cells, n_boot, rng):
         lines.append(f"| {label} | {seeds} | " + " | ".join(cols) + f" | {delta} | {pcol} | {what} |")
     lines.append("")
     lines += [f"- {n}" for n in notes]
+    lines += claims(name, cells, n_boot, claims_rng)
     lines += commands(cells)
     return lines
+
+
+def verdict(diff, p):
+    """Whether "A beats B" holds from the paired difference A - B and its p (NaN anywhere fails)."""
+    if math.isnan(diff) or math.isnan(p):
+        return "**fails here**: not computable (NaN)"
+    if not p < ALPHA:
+        return "**fails here**: no significant difference"
+    return "**holds**" if diff > 0 else "**fails here**: significant the other way"
+
+
+def relative_rise(new, old, n_boot, rng):
+    """mean(new) / mean(old) - 1 over users with both, its 95% paired-bootstrap interval, and the p of a
+    paired t test on new - old; None when not computable."""
+    ok = ~(np.isnan(new) | np.isnan(old))
+    a, b = new[ok], old[ok]
+    n = len(a)
+    if n < 2 or b.mean() == 0:
+        return None
+    boot = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        boot.append(a[i].mean() / max(b[i].mean(), 1e-300) - 1)
+    d = a - b
+    sd = d.std(ddof=1)
+    p = 1.0 if sd == 0 else math.erfc(abs(d.mean() / (sd / math.sqrt(n))) / math.sqrt(2))
+    return a.mean() / b.mean() - 1, np.percentile(boot, 2.5), np.percentile(boot, 97.5), p
+
+
+def claims(name, cells, n_boot, rng):
+    """The paper's claims on this set, each with its paired test and whether it holds here (p < ALPHA)."""
+    label = dict((v, l) for v, l, _ in VARIANTS)
+    out = [f"The paper's claims on {name.capitalize()} (test, paired over users, seeds averaged per user; "
+           f"holds = the claimed direction at p < {ALPHA}):", ""]
+    for a, b, text in CLAIMS:
+        ua = per_user(cells[a]) if a in cells else None
+        ub = per_user(cells[b]) if b in cells else None
+        r = paired(ua, ub, n_boot, rng) if ua is not None and ub is not None and len(ua) == len(ub) else None
+        if r is None:
+            out.append(f"- {text}: {DASH} (not run yet)")
+            continue
+        out.append(f"- {text}: N@10 {label[a]} − {label[b]} = {r[0]:+.4f} [{r[2]:+.4f}, {r[3]:+.4f}], "
+                   f"p {fmt_p(r[1])}: {verdict(r[0], r[1])}")
+    curve = []
+    for v, depth in DEPTHS:
+        stats = summarise(cells[v]) if v in cells else None
+        curve.append(f"{depth}: {fmt(stats[0][0]) if stats else DASH}")
+    out.append(f"- Recall@5 by SID depth (0 = UID-only, 3 = CAR): " + ", ".join(curve))
+    h1 = per_user(cells["depth1"], "hit5") if "depth1" in cells else None
+    h4 = per_user(cells["depth4"], "hit5") if "depth4" in cells else None
+    rise = relative_rise(h4, h1, n_boot, rng) if h1 is not None and h4 is not None and len(h1) == len(h4) else None
+    paper = DEPTH_CLAIM.get(name)
+    said = f"the paper reports +{paper}%" if paper is not None else "the paper reports no figure for this set"
+    if rise is None:
+        out.append(f"- Recall@5 rises from SID depth 1 to 4 ({said}): {DASH} (not run yet)")
+    else:
+        rel, lo, hi, p = rise
+        v = verdict(rel, p)
+        if v == "**holds**" and paper is not None and hi * 100 < paper:
+            v = f"**holds in direction**, but smaller than reported (the interval excludes +{paper}%)"
+        out.append(f"- Recall@5 rises from SID depth 1 to 4 ({said}): {100 * rel:+.1f}% [{100 * lo:+.1f}%, "
+                   f"{100 * hi:+.1f}%], p {fmt_p(p)} (paired on per-user hits@5): {v}")
+    return out + [""]
 
 
 def commands(cells):
@@ -191,6 +279,8 @@ def commands(cells):
     for variant, label, _ in VARIANTS:
         for seed, (run, ranks) in sorted(cells.get(variant, {}).items()):
             note = "" if ranks else "  (no per-user ranks)"
+            kernel = re.search(r"kernel (\w+)", run.get("blas", ""))
+            note += f" (BLAS kernel {kernel.group(1)})" if kernel else " (BLAS kernel not recorded: a run from before results.json held it)"
             out.append(f"- {label}, seed {seed}: `mpirun -n {run.get('ranks', '?')} {run.get('command', '?')}`{note}")
     return out + ["", "</details>", ""]
 
@@ -204,6 +294,7 @@ def main():
     ap.add_argument("--bootstrap", type=int, default=2000)
     a = ap.parse_args()
     rng = np.random.default_rng(0)
+    claims_rng = np.random.default_rng(1)  # apart, so the tables' intervals do not depend on the claims
     lines = ["# Results", "",
              "Test metrics at the best validation epoch, full ranking over all items, leave-one-out, no history "
              "filtering (DESIGN.md section 2); mean ± sample std over training seeds. Bold: best of the column. "
@@ -214,7 +305,7 @@ def main():
     for name in a.sets.split(","):
         folder = os.path.join(a.results, name)
         cells = load_set(folder) if os.path.isdir(folder) else {}
-        lines += set_table(name, cells, a.bootstrap, rng)
+        lines += set_table(name, cells, a.bootstrap, rng, claims_rng)
     text = "\n".join(lines).rstrip() + "\n"
     tmp = a.out + ".partial"
     with open(tmp, "w") as f:

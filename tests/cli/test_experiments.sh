@@ -134,6 +134,35 @@ check("missing cells show a dash", "| SID depth 4 | — |" in text)
 check("published rows with their source (Beauty)",
       re.search(r"\| TIGER \| published \| [*]*\.0454[*]* \| [*]*\.0321[*]* \| [*]*\.0648[*]* \| [*]*\.0384[*]* \|.*TIGER paper", text) is not None)
 check("the exact command of a cell", "-o sid.levels=0 -o train.seed=1" in text)
+claim = {l.split(":")[0]: l for l in tiny.splitlines() if l.startswith("- ")}
+sids = claim.get("- SIDs help", "")
+check("claims: CAR vs UID-only paired, with a verdict", " p " in sids and ("**holds**" in sids or "**fails here**" in sids), sids)
+check("claims: a claim without its cells says so", "not run yet" in claim.get("- CAR beats AR (SIDs generated token by token, beam search)", ""),
+      str(list(claim)))
+check("claims: the depth curve holds CAR's Recall@5 at depth 3", f"3: {r5}" in claim.get("- Recall@5 by SID depth (0 = UID-only, 3 = CAR)", ""))
+check("claims: the BLAS kernel of every cell", "(BLAS kernel " in text)
+P
+)
+count_checks "$out"
+# the verdicts and the depth rise on made-up per-user values
+out=$($PY - "$REPO/analysis" <<'P' 2>&1
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import report
+def check(name, cond, detail=""):
+    print(("ok   " if cond else "FAIL ") + name + (": " + detail if detail else ""))
+check("verdict: claimed direction, significant", report.verdict(0.01, 0.001) == "**holds**")
+check("verdict: not significant fails", "no significant" in report.verdict(0.01, 0.2))
+check("verdict: significant the other way fails", "other way" in report.verdict(-0.01, 0.001))
+check("verdict: NaN p fails", "fails" in report.verdict(0.01, float("nan")))
+rng = np.random.default_rng(0)
+old = np.array([1, 0, 0, 0, np.nan] * 200, float)
+new = np.array([1, 1, 0, 0, 1] * 200, float)
+rel, lo, hi, p = report.relative_rise(new, old, 200, rng)
+check("relative rise: users without a target left out", abs(rel - 1.0) < 1e-12, str(rel))
+check("relative rise: interval around it, small p", lo < rel < hi and p < 1e-4, f"{lo} {hi} {p}")
+check("relative rise: nothing to compare", report.relative_rise(new, np.zeros(1000), 10, rng) is None)
 P
 )
 count_checks "$out"
