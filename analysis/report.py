@@ -123,6 +123,12 @@ def per_user(cell, metric="ndcg10"):
     return np.mean(arrays, axis=0)
 
 
+def t_test_p(d):
+    """Two-sided p of a paired t test on the differences d (normal approximation, n >= 2)."""
+    sd = d.std(ddof=1)
+    return 1.0 if sd == 0 else math.erfc(abs(d.mean() / (sd / math.sqrt(len(d)))) / math.sqrt(2))
+
+
 def paired(a, b, n_boot, rng):
     """Paired difference a - b over users: mean, two-sided p (t test, normal approximation), 95% CI."""
     ok = ~(np.isnan(a) | np.isnan(b))
@@ -130,8 +136,7 @@ def paired(a, b, n_boot, rng):
     n = len(d)
     if n < 2:
         return None
-    mean, sd = d.mean(), d.std(ddof=1)
-    p = 1.0 if sd == 0 else math.erfc(abs(mean / (sd / math.sqrt(n))) / math.sqrt(2))
+    mean, p = d.mean(), t_test_p(d)
     boot = np.array([d[rng.integers(0, n, n)].mean() for _ in range(n_boot)])
     return mean, p, np.percentile(boot, 2.5), np.percentile(boot, 97.5), n
 
@@ -232,10 +237,7 @@ def relative_rise(new, old, n_boot, rng):
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
         boot.append(a[i].mean() / max(b[i].mean(), 1e-300) - 1)
-    d = a - b
-    sd = d.std(ddof=1)
-    p = 1.0 if sd == 0 else math.erfc(abs(d.mean() / (sd / math.sqrt(n))) / math.sqrt(2))
-    return a.mean() / b.mean() - 1, np.percentile(boot, 2.5), np.percentile(boot, 97.5), p
+    return a.mean() / b.mean() - 1, np.percentile(boot, 2.5), np.percentile(boot, 97.5), t_test_p(a - b)
 
 
 def claims(name, cells, n_boot, rng):
