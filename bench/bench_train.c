@@ -6,7 +6,8 @@
  * FILE (a car_prep dataset, e.g. data/beauty/dataset.h5: its lengths, cut to N items, and items;
  * V is its item count), step t training global batch t of epoch 1 formed as car_train forms it
  * (batch.h, inside the timed step), split over the ranks by tokens or, with --split owner, by
- * which rank owns the user (the earlier split). The UID tables are sharded. Prints the median step, tokens/s,
+ * which rank owns the user (the earlier split). The UID tables are sharded. Prints the step (the median of
+ * equal random batches; with --dataset, the mean after a warm-up pass over every batch), tokens/s,
  * model GFLOP/s (matrix products) and its share of this process's own sgemm peak measured in the
  * same run with the same threads; with P ranks also the step split into compute, communication
  * and idle (waiting for the slowest rank, timed by a barrier before every collective), bytes sent
@@ -30,6 +31,15 @@
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* the step time of n timed steps: their mean, or their median (sorts t) */
+static double step_time(double *t, int n, int mean) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += t[i] / n;
+    if (mean) return sum;
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return t[n / 2];
 }
 
 /* cblas_sgemm as linked into this program (Makefile: -Wl,--wrap=cblas_sgemm): while counting, the
@@ -205,17 +215,20 @@ int main(int argc, char **argv) {
     double form[3] = {0, 0, 0}; /* forming --dataset batches: compute, all-to-all, idle before it */
     ModelProfile prof;
     memset(&prof, 0, sizeof prof);
-    for (int st = -1; st < 2 * steps; st++) { /* step -1: warm-up (allocations) */
+    /* warm-up, untimed: one step, or with --dataset every batch once, so that no timed step grows
+     * the activation buffers to a new largest batch (fresh pages: +240 ms on this VM) */
+    int warm = data ? steps : 1;
+    for (int st = -warm; st < 2 * steps; st++) {
         int bucketed = st < 0 || st % 2 == 0;
         comm_barrier();
         comm_stats_reset();
         double t0 = comm_wtime(), g;
         m.prof = st >= 0 && bucketed ? &prof : NULL; /* the timers' own cost is in the timed steps */
         sgemm_count.on = m.prof != NULL;
-        if (data) batch = real_batch(&rb, B, st < 0 ? 0 : st / 2); /* the pair of steps trains one batch */
+        if (data) batch = real_batch(&rb, B, st < 0 ? st + warm : st / 2); /* the pair of steps trains one batch */
         double t_form = comm_wtime() - t0;
         CommStats cs_form = comm_stats(); /* the all-to-all of windows, and waiting for it */
-        train_step(&m, bucketed ? &gs : NULL, &batch, &oc, st + 1, &g);
+        train_step(&m, bucketed ? &gs : NULL, &batch, &oc, st + warm + 1, &g);
         double dt = comm_wtime() - t0;
         CommStats cs = comm_stats();
         double step_max = dt;
@@ -248,10 +261,10 @@ int main(int argc, char **argv) {
     flops /= steps;
     for (int k = 0; k < 3; k++) split[k] /= (double)P * steps; /* per rank and step */
     bytes /= (double)P * steps;
-    qsort(t, (size_t)steps, sizeof *t, cmp_double);
-    qsort(t1, (size_t)steps, sizeof *t, cmp_double);
-    double one_allreduce = t1[steps / 2];
-    double step = t[steps / 2], peak = sgemm_peak(1024), gflops = flops / step / 1e9;
+    /* the batches of --dataset differ in size, so their rate is all tokens over all time (the mean
+     * step); equal random batches take the median step, which ignores a disturbed one */
+    double one_allreduce = step_time(t1, steps, data != NULL), mean_step = step_time(t, steps, 1);
+    double step = step_time(t, steps, data != NULL), peak = sgemm_peak(1024), gflops = flops / step / 1e9;
     double uid_mib = (double)m.uid.arena.total * 4 * sizeof(float) / (1 << 20); /* params, grads, m, v */
     double rss = comm_peak_rss_mib();
     comm_max_double(&uid_mib, 1);
@@ -262,13 +275,13 @@ int main(int argc, char **argv) {
         if (data)
             printf("  batches: the training windows of %s (at most %d items), global batches 1..%d of epoch 1, split by "
                    "%s, formed in the step: %.3f ms compute, %.3f ms all-to-all, %.3f ms idle before it (mean over "
-                   "ranks and steps); tokens/s = mean tokens per step / median step\n", data, n, steps, split_name,
+                   "ranks and steps); warmed up on every batch; tokens/s = all tokens / all time (mean step)\n", data, n, steps, split_name,
                    1e3 * form[0] / ((double)P * steps), 1e3 * form[1] / ((double)P * steps),
                    1e3 * form[2] / ((double)P * steps));
-        printf("  step median %.1f ms of %d | %.0f tokens/step | %.0f tokens/s | %.1f GFLOP/s = %.0f%% of sgemm peak "
+        printf("  step %s %.1f ms of %d | %.0f tokens/step | %.0f tokens/s | %.1f GFLOP/s = %.0f%% of sgemm peak "
                "%.1f GFLOP/s (one rank's, same process) | peak memory %.0f MiB per rank (max), UID tables %.2f MiB "
                "per rank\n",
-               1e3 * step, steps, tokens, tokens / step, gflops, 100 * gflops / (peak * P), peak, rss, uid_mib);
+               data ? "mean" : "median", 1e3 * step, steps, tokens, tokens / step, gflops, 100 * gflops / (peak * P), peak, rss, uid_mib);
         if (P > 1)
             printf("  per rank and step (mean): compute %.1f ms, communication %.1f ms, idle %.1f ms; tokens per rank "
                    "max / mean %.3f; %.0f KiB sent; gradients in %d buckets of ~%d KiB during the backward vs one "
@@ -282,8 +295,6 @@ int main(int argc, char **argv) {
                1e3 * step, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], bytes / 1024, rss, uid_mib, 1e3 * one_allreduce,
                split_used, imbalance);
     }
-    double mean_step = 0;
-    for (int i = 0; i < steps; i++) mean_step += t[i] / steps; /* the table's parts add up to the mean */
     print_parts(&prof, steps, mean_step);
     print_sgemm_share(steps, mean_step, flops / P, peak);
     gradsync_free(&gs);
