@@ -44,6 +44,9 @@ $(BUILD)/obj/%.o: src/%.c | $(DEPS_OK)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -c $< -o $@
 
+# AdamW's sqrt vectorises only where it need not set errno (its argument, v / (1 - beta2^t), is >= 0)
+$(BUILD)/obj/optim.o: CFLAGS += -fno-math-errno
+
 $(BUILD)/bin/%: $(BUILD)/obj/%.o $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	@echo "LD $@"
