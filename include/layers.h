@@ -24,8 +24,12 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* out (n) = GELU(inp), tanh approximation (GPT-2) */
 void gelu_forward(float *out, const float *inp, size_t n);
+/* the same, and inp (n) replaced by GELU'(inp), which the training backward then multiplies by */
+void gelu_forward_keep_local(float *out, float *inp, size_t n);
 /* dinp (n) += (or = ) GELU'(inp) * dout */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int accumulate);
+/* dinp (n) = local * dout, local = GELU'(x) as gelu_forward_keep_local left it (bit for bit gelu_backward's) */
+void gelu_backward_local(float *dinp, const float *local, const float *dout, size_t n);
 
 /* out (n) = a + b */
 void residual_forward(float *out, const float *a, const float *b, size_t n);

@@ -82,7 +82,8 @@ typedef struct { LAYER_TENSORS(LAYER_POINTER_) } LayerTensors; /* the same as na
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *attproj, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
         *fch_gelu, *fcproj, *res3;
-} LayerActs; /* (N,d) unless said: ln*_mean/rstd (N), qkv (N,3d), att (attention_size), fch* (N,4d) */
+} LayerActs; /* (N,d) unless said: ln*_mean/rstd (N), qkv (N,3d), att (attention_size), fch* (N,4d); fch holds
+                GELU'(fch) after a training forward (gelu_forward_keep_local) */
 
 /* Where a training step's time goes (bench_train's table): each part's wall time, forward and
  * backward apart, accumulated while Model.prof points at one. The heads compute their loss and

@@ -93,36 +93,61 @@ VMATH_CLONES static void gelu_tanh_block(const float *x, size_t nb, float *t) {
     vtanh(t, nb);
 }
 
-VMATH_CLONES void gelu_forward(float *out, const float *inp, size_t n) {
-    for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
-        size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
-        const float *x = inp + i0;
-        float t[GELU_BLOCK];
-        gelu_tanh_block(x, nb, t);
+/* t (nb) = GELU'(x), from t = the tanh gelu_tanh_block left there */
+VMATH_CLONES static void gelu_local_block(const float *x, size_t nb, float *t) {
 #pragma omp simd
-        for (size_t i = 0; i < nb; i++) out[i0 + i] = 0.5f * x[i] * (1.0f + t[i]);
+    for (size_t i = 0; i < nb; i++) {
+        float sech2 = 1.0f - t[i] * t[i];
+        t[i] = 0.5f * (1.0f + t[i]) + 0.5f * x[i] * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
     }
 }
 
-VMATH_CLONES void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int accumulate) {
+/* out = GELU(x); with keep_local, x is replaced by GELU'(x), so the backward takes no tanh */
+VMATH_CLONES static void gelu_forward_blocks(float *out, float *inp, size_t n, int keep_local) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
-        const float *x = inp + i0, *dy = dout + i0;
-        float t[GELU_BLOCK], *dx = dinp + i0;
+        float *x = inp + i0, t[GELU_BLOCK];
         gelu_tanh_block(x, nb, t);
 #pragma omp simd
-        for (size_t i = 0; i < nb; i++) { /* t becomes GELU'(x) dy */
-            float sech2 = 1.0f - t[i] * t[i];
-            float local = 0.5f * (1.0f + t[i]) + 0.5f * x[i] * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
-            t[i] = local * dy[i];
+        for (size_t i = 0; i < nb; i++) out[i0 + i] = 0.5f * x[i] * (1.0f + t[i]);
+        if (!keep_local) continue;
+        gelu_local_block(x, nb, t);
+        memcpy(x, t, nb * sizeof(float));
+    }
+}
+
+void gelu_forward(float *out, const float *inp, size_t n) { gelu_forward_blocks(out, (float *)inp, n, 0); }
+
+void gelu_forward_keep_local(float *out, float *inp, size_t n) { gelu_forward_blocks(out, inp, n, 1); }
+
+/* dinp = (or +=) local * dout, local = GELU'(x) given, or computed from x (local NULL) a block at a time */
+VMATH_CLONES static void gelu_backward_blocks(float *dinp, const float *inp, const float *local, const float *dout,
+                                              size_t n, int accumulate) {
+    for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
+        size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
+        const float *dy = dout + i0, *g = local + i0;
+        float t[GELU_BLOCK], *dx = dinp + i0;
+        if (!local) {
+            gelu_tanh_block(inp + i0, nb, t);
+            gelu_local_block(inp + i0, nb, t);
+            g = t;
         }
         if (accumulate) {
 #pragma omp simd
-            for (size_t i = 0; i < nb; i++) dx[i] += t[i];
+            for (size_t i = 0; i < nb; i++) dx[i] += g[i] * dy[i];
         } else {
-            memcpy(dx, t, nb * sizeof(float));
+#pragma omp simd
+            for (size_t i = 0; i < nb; i++) dx[i] = g[i] * dy[i];
         }
     }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, int accumulate) {
+    gelu_backward_blocks(dinp, inp, NULL, dout, n, accumulate);
+}
+
+void gelu_backward_local(float *dinp, const float *local, const float *dout, size_t n) {
+    gelu_backward_blocks(dinp, NULL, local, dout, n, 0);
 }
 
 VMATH_CLONES void residual_forward(float *out, const float *a, const float *b, size_t n) {

@@ -333,6 +333,9 @@ const char *const model_part_names[PART_N] = {"embeddings + fusion", "layernorm"
 
 static int dropout_on(const Model *m) { return m->training && m->spec.dropout > 0; }
 
+/* the forward under way has a gradient to give: model_backward may follow it */
+static int wants_backward(const Model *m) { return m->target_mode && m->dloss != 0; }
+
 /* out = res + dropout(x) (res NULL: no add) at a dropout site: 0 the embeddings, 1 + 2l the
  * attention output of layer l, 2 + 2l its MLP output. Keyed by (seed, step, site, row, unit). */
 static void dropout_site(Model *m, float *out, const float *x, const float *res, int site) {
@@ -390,7 +393,10 @@ static void block_rest_forward(Model *m, int l, const float *res, int R) {
     TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res2, t->attproj, res, 1 + 2 * l)); /* res2 = res + dropout(attproj) */
     TIMED(m, 0, PART_LAYERNORM, layernorm_forward(t->ln2, t->ln2_mean, t->ln2_rstd, t->res2, w.ln2_w, w.ln2_b, R, d));
     TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fch, t->ln2, w.fc_w, w.fc_b, R, d, 4 * d));
-    TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)R * 4 * d));
+    if (wants_backward(m)) /* fch becomes GELU'(fch): the backward's factor, with no tanh to take again */
+        TIMED(m, 0, PART_GELU, gelu_forward_keep_local(t->fch_gelu, t->fch, (size_t)R * 4 * d));
+    else
+        TIMED(m, 0, PART_GELU, gelu_forward(t->fch_gelu, t->fch, (size_t)R * 4 * d));
     TIMED(m, 0, PART_MLP_MM, matmul_forward(t->fcproj, t->fch_gelu, w.fcproj_w, w.fcproj_b, R, 4 * d, d));
     TIMED(m, 0, PART_DROPOUT, dropout_site(m, t->res3, t->fcproj, t->res2, 2 + 2 * l)); /* res3 = res2 + dropout(fcproj) */
 }
@@ -600,7 +606,7 @@ static void embed_backward(Model *m) {
 }
 
 void model_backward(Model *m) {
-    if (!m->target_mode || m->dloss == 0) comm_fatal("model_backward: the last model_forward had no gradient (dloss 0)");
+    if (!wants_backward(m)) comm_fatal("model_backward: the last model_forward had no gradient (dloss 0)");
     const ModelSpec *s = &m->spec;
     int N = m->N, d = s->d_model;
     size_t Nd = (size_t)N * d;
@@ -622,7 +628,7 @@ void model_backward(Model *m) {
         TIMED(m, 1, PART_DROPOUT, db = branch_grad(m, 2 + 2 * l));
         TIMED(m, 1, PART_MLP_MM,
               matmul_backward(m->dfch_gelu, g.fcproj_w, g.fcproj_b, db, t->fch_gelu, w.fcproj_w, N, 4 * d, d, 0));
-        TIMED(m, 1, PART_GELU, gelu_backward(m->dfch, t->fch, m->dfch_gelu, 4 * Nd, 0));
+        TIMED(m, 1, PART_GELU, gelu_backward_local(m->dfch, t->fch, m->dfch_gelu, 4 * Nd));
         TIMED(m, 1, PART_MLP_MM, matmul_backward(m->dln, g.fc_w, g.fc_b, m->dfch, t->ln2, w.fc_w, N, d, 4 * d, 0));
         TIMED(m, 1, PART_LAYERNORM,
               layernorm_backward(m->dres, g.ln2_w, g.ln2_b, m->dln, t->res2, w.ln2_w, t->ln2_mean, t->ln2_rstd, N, d));
