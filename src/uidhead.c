@@ -189,32 +189,84 @@ static void smoothing_gradients(float f, const double *colsum, const double *hsu
         for (int c = 0; c < d; c++) dW[(size_t)i * d + c] -= f * (float)hsum[c];
 }
 
+/* The rows of every rank, gathered (sharded): data movement only. Returns the row count of the
+ * call over all ranks; *first is this rank's first row among them, rows_of (2P) its counts. */
+typedef struct {
+    const float *H;
+    const int32_t *targets;
+    int64_t NT, first, *rows_of;
+} HeadRows;
+
+static HeadRows gather_rows(UidHead *u, const float *H, const int32_t *targets, int N) {
+    HeadRows r = {H, targets, N, 0, NULL};
+    if (!u->sharded) return r;
+    int P = comm_size(), me = comm_rank(), d = u->d;
+    r.rows_of = xmalloc(sizeof(int64_t) * 2 * (size_t)P);
+    comm_allgather_counts(N, r.rows_of);
+    r.NT = 0;
+    for (int q = 0; q < P; q++) {
+        if (q == me) r.first = r.NT;
+        r.NT += r.rows_of[q];
+    }
+    float *hg = xgrow(&u->rows, &u->rows_cap, (size_t)r.NT * d, sizeof(float));
+    comm_allgatherv_counted(H, r.rows_of, hg, (int64_t)d * sizeof(float));
+    int32_t *tg = xgrow(&u->ids, &u->ids_cap, (size_t)r.NT, sizeof(int32_t));
+    comm_allgatherv_counted(targets, r.rows_of, tg, sizeof(int32_t));
+    r.H = hg;
+    r.targets = tg;
+    return r;
+}
+
+/* dH (N,d) += this rank's rows of dHall, the sum over shards (reduce-scatter): data movement only */
+static void scatter_row_grads(const HeadRows *r, const float *dHall, int N, int d, float *dH) {
+    int P = comm_size();
+    int64_t *cnt = r->rows_of + P;
+    for (int q = 0; q < P; q++) cnt[q] = r->rows_of[q] * d;
+    float *mine = xmalloc(sizeof(float) * ((size_t)N * d + 1));
+    comm_reduce_scatter_float(dHall, mine, cnt);
+    for (size_t i = 0; i < (size_t)N * d; i++) dH[i] += mine[i];
+    free(mine);
+}
+
+/* One block's targets from its logits x (nb,V): local[n] = the target's index in the owned range
+ * (-1 elsewhere), tl[n] = its logit here (0 elsewhere; smoothed: (1 - eps) z_t + eps / n_items
+ * sum_i z_i, the owned items' part), and with smoothing hsum (d) += the block's rows of H. */
+static void block_targets(const UidHead *u, const float *x, int nb, int V, const float *Hb, const int32_t *Tb,
+                          float eps, int32_t *local, double *tl, double *hsum) {
+    int d = u->d;
+    float spread = eps / (float)u->n_items;
+    for (int n = 0; n < nb; n++) {
+        int32_t t = Tb[n];
+        local[n] = t >= u->lo && t < u->hi ? (int32_t)(t - u->lo) : -1;
+        tl[n] = local[n] >= 0 ? x[(size_t)n * V + local[n]] : 0.0f;
+        if (eps > 0) {
+            double zs = 0;
+            for (int c = 0; c < d; c++) zs += (double)Hb[(size_t)n * d + c] * u->colsum[c];
+            tl[n] = (1 - eps) * tl[n] + spread * zs;
+            for (int c = 0; c < d; c++) hsum[c] += Hb[(size_t)n * d + c];
+        }
+    }
+}
+
+/* The vocab-parallel softmax statistics of one block, Megatron's three reductions over shards:
+ * mx (nb) = the row max, then x = exp(x - mx) with sum (nb) = the row sums of exponentials and the
+ * target logits tl (right after sum) summed over shards in one all-reduce. */
+static void block_softmax_stats(const UidHead *u, float *x, int nb, int V, float *mx, double *sum) {
+    for (int n = 0; n < nb; n++) mx[n] = -INFINITY;
+    softmax_rows_max(x, nb, V, V, mx);
+    if (u->sharded) comm_max_float(mx, nb);
+    exp_rows_sum(x, nb, V, mx, sum);
+    if (u->sharded) comm_sum_double(sum, 2 * nb); /* and tl = sum + nb */
+}
+
 double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targets, int N, float eps, float dscale,
                                  float *dH) {
     check_ids(u, targets, N, "target");
-    int V = (int)(u->hi - u->lo), d = u->d, bs = uid_block_rows(u), P = comm_size(), me = comm_rank();
-    /* the rows of every rank (sharded), or just these */
-    const float *Hall = H;
-    const int32_t *Tall = targets;
-    int64_t NT = N, first = 0, *rows_of = NULL;
-    if (u->sharded) {
-        rows_of = xmalloc(sizeof(int64_t) * 2 * (size_t)P);
-        comm_allgather_counts(N, rows_of);
-        NT = 0;
-        for (int r = 0; r < P; r++) {
-            if (r == me) first = NT;
-            NT += rows_of[r];
-        }
-        float *hg = xgrow(&u->rows, &u->rows_cap, (size_t)NT * d, sizeof(float));
-        comm_allgatherv_counted(H, rows_of, hg, (int64_t)d * sizeof(float));
-        int32_t *tg = xgrow(&u->ids, &u->ids_cap, (size_t)NT, sizeof(int32_t));
-        comm_allgatherv_counted(targets, rows_of, tg, sizeof(int32_t));
-        Hall = hg;
-        Tall = tg;
-    }
+    int V = (int)(u->hi - u->lo), d = u->d, bs = uid_block_rows(u);
+    HeadRows r = gather_rows(u, H, targets, N);
     float *dHall = NULL;
-    if (dscale != 0) dHall = u->sharded ? xgrow(&u->rows2, &u->rows2_cap, (size_t)NT * d, sizeof(float)) : dH;
-    if (dHall && u->sharded) memset(dHall, 0, (size_t)NT * d * sizeof(float));
+    if (dscale != 0) dHall = u->sharded ? xgrow(&u->rows2, &u->rows2_cap, (size_t)r.NT * d, sizeof(float)) : dH;
+    if (dHall && u->sharded) memset(dHall, 0, (size_t)r.NT * d * sizeof(float));
     /* the block's logits (bs,V), then the rows scaled for the gradient and E W (bs,d each) */
     float *x = xgrow(&u->work, &u->work_cap, (size_t)bs * ((V ? V : 1) + 2 * (size_t)d), sizeof(float));
     float *Hs = x + (size_t)bs * (V ? V : 1), *EW = Hs + (size_t)bs * d;
@@ -230,45 +282,24 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         owned_column_sums(W, V, d, u->colsum);
         for (int c = 0; c < d; c++) hsum[c] = 0;
     }
-    float hot = dscale * (1 - eps), spread = eps / (float)u->n_items;
-    for (int64_t r0 = 0; r0 < NT; r0 += bs) {
-        int nb = NT - r0 < bs ? (int)(NT - r0) : bs;
+    for (int64_t r0 = 0; r0 < r.NT; r0 += bs) {
+        int nb = r.NT - r0 < bs ? (int)(r.NT - r0) : bs;
         double *tl = sum + nb; /* right after sum: one all-reduce sums both (the target logit: one rank adds it) */
-        const float *Hb = Hall + (size_t)r0 * d;
+        const float *Hb = r.H + (size_t)r0 * d;
         uid_head_scores(u, Hb, nb, x);
-        for (int n = 0; n < nb; n++) {
-            int32_t t = Tall[r0 + n];
-            local[n] = t >= u->lo && t < u->hi ? (int32_t)(t - u->lo) : -1;
-            mx[n] = -INFINITY;
-            sum[n] = 0;
-            tl[n] = local[n] >= 0 ? x[(size_t)n * V + local[n]] : 0.0f;
-            if (eps > 0) { /* the smoothed target's logit: (1 - eps) z_t + eps / n_items sum_i z_i */
-                double zs = 0;
-                for (int c = 0; c < d; c++) zs += (double)Hb[(size_t)n * d + c] * u->colsum[c];
-                tl[n] = (1 - eps) * tl[n] + spread * zs;
-                for (int c = 0; c < d; c++) hsum[c] += Hb[(size_t)n * d + c];
-            }
-        }
-        softmax_rows_max(x, nb, V, V, mx);
-        if (u->sharded) comm_max_float(mx, nb);
-        exp_rows_sum(x, nb, V, mx, sum);
-        if (u->sharded) comm_sum_double(sum, 2 * nb); /* and tl */
+        block_targets(u, x, nb, V, Hb, r.targets + r0, eps, local, tl, hsum);
+        block_softmax_stats(u, x, nb, V, mx, sum);
         for (int n = 0; n < nb; n++)
-            if (r0 + n >= first && r0 + n < first + N) loss += log(sum[n]) + mx[n] - tl[n];
+            if (r0 + n >= r.first && r0 + n < r.first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0 || V == 0) continue;
         for (int n = 0; n < nb; n++) sumf[n] = (float)sum[n]; /* rounded once: the accumulation was in double */
-        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, hot, Hs, EW, dW, dHall + (size_t)r0 * d);
+        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, dscale * (1 - eps), Hs, EW, dW,
+                            dHall + (size_t)r0 * d);
     }
-    if (eps > 0 && dscale != 0) smoothing_gradients(dscale * spread, u->colsum, hsum, NT, V, d, dHall, dW);
-    if (dHall && u->sharded) {
-        int64_t *cnt = rows_of + P;
-        for (int r = 0; r < P; r++) cnt[r] = rows_of[r] * d;
-        float *mine = xmalloc(sizeof(float) * ((size_t)N * d + 1));
-        comm_reduce_scatter_float(dHall, mine, cnt);
-        for (size_t i = 0; i < (size_t)N * d; i++) dH[i] += mine[i];
-        free(mine);
-    }
-    free(rows_of);
+    if (eps > 0 && dscale != 0)
+        smoothing_gradients(dscale * (eps / (float)u->n_items), u->colsum, hsum, r.NT, V, d, dHall, dW);
+    if (dHall && u->sharded) scatter_row_grads(&r, dHall, N, d, dH);
+    free(r.rows_of);
     free(local);
     return loss;
 }
