@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import DEPTH_CLAIM, load_set  # noqa: E402
+from report import DEPTH_CLAIM, DEPTHS, load_set  # noqa: E402
 
 PANELS = [("recall@5", "Recall@5"), ("ndcg@10", "NDCG@10")]
-DEPTH_VARIANTS = ["uidonly", "depth1", "depth2", "car", "depth4"]
+DEPTH_VARIANTS = [v for v, _ in DEPTHS]  # report.py's (variant, depth) list, in depth order
 CONTROLS = [("random", "x", "random codes"), ("lsh", "^", "LSH codes")]
 
 
