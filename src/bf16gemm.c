@@ -72,8 +72,8 @@ static void gemm_scalar(int M, int N, int Kp, float alpha, const uint32_t *A, co
 #define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 #define TILE_ROWS 8 /* rows of A per register tile: 8 x 2 accumulators of 16 lanes */
 
-/* C's cols (<= 32) of rows m0.. (R of them) from the R x 2 accumulators */
-BF16_TARGET static inline void store_tile(__m512 acc[][2], int R, float *C, int ldc, int m0, int n0, int cols,
+/* C's cols (<= 32) of rows m0.. (R of them) from the R x 2 accumulators (inlined: they stay in registers) */
+BF16_TARGET static inline __attribute__((always_inline)) void store_tile(__m512 acc[][2], int R, float *C, int ldc, int m0, int n0, int cols,
                                           float alpha, float beta) {
     __mmask16 k0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
     __mmask16 k1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
