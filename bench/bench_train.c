@@ -1,5 +1,6 @@
 /* bench_train [--d D] [--layers N] [--heads H] [--levels L] [--codebook K] [--items V] [--batch B]
  *             [--history N] [--mode car|ar] [--dropout P] [--steps S] [--dataset FILE [--split tokens|owner]]
+ *             [--uid-bf16 0|1]
  * Training throughput: forward, backward and AdamW steps (train_step, as car_train runs them) of
  * the chunk Transformer on random histories of equal length N (Beauty-sized by default), the
  * global batch B split evenly over the ranks; or with --dataset, on the real training windows of
@@ -151,7 +152,7 @@ static void real_close(RealBatches *rb) {
 
 int main(int argc, char **argv) {
     comm_init(&argc, &argv, "bench_train");
-    int uid_block = 0, bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
+    int uid_block = 0, uid_bf16 = 0, bucket_kib = 256, d = 64, layers = 2, heads = 2, L = 3, K = 256, B = 256, n = 21, steps = 7, mode = MODE_CAR;
     int64_t V = 12101;
     float dropout = 0.3f;
     const char *data = NULL, *split_name = "tokens";
@@ -170,6 +171,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--steps")) steps = atoi(v);
         else if (!strcmp(k, "--bucket-kib")) bucket_kib = atoi(v);
         else if (!strcmp(k, "--uid-block")) uid_block = atoi(v);
+        else if (!strcmp(k, "--uid-bf16")) uid_bf16 = atoi(v);
         else if (!strcmp(k, "--dataset")) data = v;
         else if (!strcmp(k, "--split")) split_name = v;
         else comm_fail("unknown option %s", k);
@@ -201,6 +203,7 @@ int main(int argc, char **argv) {
     Model m;
     model_create(&m, &s, L ? codes : NULL);
     if (uid_block > 0) m.uid.block = uid_block; /* rows per logits block of the UID head */
+    m.uid.bf16 = uid_bf16;                      /* model.uid_bf16 */
     OptimConfig oc;
     optim_defaults(&oc);
     oc.weight_decay = 0.01;
@@ -270,8 +273,9 @@ int main(int argc, char **argv) {
     comm_max_double(&uid_mib, 1);
     const char *split_used = data ? split_name : "even"; /* random histories: B / P of equal length each */
     if (comm_rank() == 0) {
-        printf("bench_train %s d=%d layers=%d heads=%d L=%d K=%d V=%lld B=%d history=%d dropout=%.2f | %s\n",
-               mode == MODE_AR ? "ar" : "car", d, layers, heads, L, K, (long long)V, B, n, dropout, comm_blas_info());
+        printf("bench_train %s d=%d layers=%d heads=%d L=%d K=%d V=%lld B=%d history=%d dropout=%.2f%s | %s\n",
+               mode == MODE_AR ? "ar" : "car", d, layers, heads, L, K, (long long)V, B, n, dropout,
+               uid_bf16 ? " uid_bf16" : "", comm_blas_info());
         if (data)
             printf("  batches: the training windows of %s (at most %d items), global batches 1..%d of epoch 1, split by "
                    "%s, formed in the step: %.3f ms compute, %.3f ms all-to-all, %.3f ms idle before it (mean over "

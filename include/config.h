@@ -18,7 +18,7 @@ enum { SCHEDULE_COSINE, SCHEDULE_CONSTANT };
 typedef struct {
     struct { char *path; int max_history; } data;
     struct { int levels; IntList codebook; int iters; double tol; int64_t seed; int normalize_residuals, method; } sid;
-    struct { int d_model, n_layers, n_heads; double dropout; int fusion, level_embedding, tie_uid; } model;
+    struct { int d_model, n_layers, n_heads; double dropout; int fusion, level_embedding, tie_uid, uid_bf16; } model;
     struct {
         int mode; double alpha, label_smoothing; int epochs; int64_t max_steps; int batch_size; double lr, beta2, lr_floor, weight_decay, grad_clip;
         int warmup_steps, schedule; int64_t seed; int patience, eval_every, log_every;

@@ -41,6 +41,7 @@ typedef struct {
     float dropout;
     int fusion;                       /* FUSION_SUM | FUSION_MEAN | FUSION_NONE */
     int level_embedding, tie_uid;
+    int uid_bf16;                     /* the UID head's training products on bf16 operands (bf16gemm) */
     int mode;                         /* MODE_CAR | MODE_AR */
     float alpha;                      /* car: weight of the think loss */
     float label_smoothing;            /* of the UID loss in training: eps/n_items of each target's mass spread */

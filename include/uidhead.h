@@ -21,8 +21,13 @@ typedef struct {
     size_t work_max;  /* bound on the logits workspace, in floats (uid_init: UID_WORK_MAX): with many
                          items a block has fewer rows, at least 1, so the workspace stays within
                          max(work_max, items per rank + 2 d) floats however many items there are */
+    int bf16;         /* training's products (logits, E W, E^T H) on bf16 operands, fp32 sums (bf16gemm);
+                         evaluation (scores, losses without a gradient) stays fp32 */
     /* workspace, grown as needed */
     float *work, *stat, *rows, *rows2;
+    uint32_t *bf_w, *bf_wt, *bf_a, *bf_b; /* bf16 packed: W, W^T, an A operand, an E^T operand */
+    float *bf_dwt;                        /* dW^T (d, owned items), summed over a call's blocks */
+    size_t bf_w_cap, bf_wt_cap, bf_a_cap, bf_b_cap, bf_dwt_cap;
     double *colsum;   /* (2 d) label smoothing: the sum of the owned rows of W_u, then of the rows of H */
     double *dstat;    /* per-row sums of exponentials and target logits, in double */
     int32_t *ids, *ids2;

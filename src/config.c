@@ -39,6 +39,7 @@ static const Key schema[] = {
     {"model", "fusion", T_ENUM, F(model.fusion), 0, 0, "sum|mean|none", "sum"},
     {"model", "level_embedding", T_BOOL, F(model.level_embedding), 0, 1, NULL, "false"},
     {"model", "tie_uid", T_BOOL, F(model.tie_uid), 0, 1, NULL, "false"},
+    {"model", "uid_bf16", T_BOOL, F(model.uid_bf16), 0, 1, NULL, "false"},
 
     {"train", "mode", T_ENUM, F(train.mode), 0, 0, "car|ar", "car"},
     {"train", "alpha", T_FLOAT, F(train.alpha), 0, 100, NULL, "1.0"},

@@ -23,6 +23,7 @@ void model_spec_from_config(ModelSpec *s, const CarConfig *cfg, int64_t n_items)
     s->fusion = cfg->model.fusion;
     s->level_embedding = cfg->model.level_embedding;
     s->tie_uid = cfg->model.tie_uid;
+    s->uid_bf16 = cfg->model.uid_bf16;
     s->mode = cfg->train.mode;
     s->alpha = (float)cfg->train.alpha;
     s->label_smoothing = (float)cfg->train.label_smoothing;
@@ -106,6 +107,7 @@ void model_create(Model *m, const ModelSpec *spec, const int32_t *codes) {
         arena_init_normal(a, i, resid ? resid_std : 0.02, s->seed);
     }
     uid_init(&m->uid, s->n_items, d, s->tie_uid, s->seed, !s->local_items);
+    m->uid.bf16 = s->uid_bf16;
 }
 
 void model_free(Model *m) {

@@ -1,5 +1,6 @@
 /* uidhead: UID embedding and UID softmax head over the owned item range. */
 #include "uidhead.h"
+#include "bf16gemm.h"
 #include "comm.h"
 #include "layers.h"
 #include "util.h"
@@ -33,6 +34,7 @@ void uid_init(UidHead *u, int64_t n_items, int d, int tied, uint64_t seed, int s
 void uid_free(UidHead *u) {
     arena_free(&u->arena);
     free(u->work); free(u->stat); free(u->dstat); free(u->colsum); free(u->rows); free(u->rows2); free(u->ids); free(u->ids2); free(u->counts);
+    free(u->bf_w); free(u->bf_wt); free(u->bf_a); free(u->bf_b); free(u->bf_dwt);
     memset(u, 0, sizeof *u);
 }
 
@@ -121,20 +123,68 @@ void uid_head_scores(const UidHead *u, const float *H, int N, float *scores) {
                 V);
 }
 
+/* bf16 (u->bf16): W packed once a call in the two layouts its products take, dW^T zeroed; it is
+ * added into dW by bf16_finish. dW^T = Hs^T E keeps every operand packable by rows or columns. */
+static void bf16_start(UidHead *u, const float *W, int V, int bs) {
+    int d = u->d;
+    xgrow(&u->bf_w, &u->bf_w_cap, bf16_b_words(V, d), sizeof(uint32_t));
+    xgrow(&u->bf_wt, &u->bf_wt_cap, bf16_b_words(d, V), sizeof(uint32_t));
+    size_t a = bf16_a_words(bs, V) > bf16_a_words(d, bs) ? bf16_a_words(bs, V) : bf16_a_words(d, bs);
+    xgrow(&u->bf_a, &u->bf_a_cap, a, sizeof(uint32_t));
+    xgrow(&u->bf_b, &u->bf_b_cap, bf16_b_words(V, bs), sizeof(uint32_t));
+    xgrow(&u->bf_dwt, &u->bf_dwt_cap, (size_t)V * d, sizeof(float));
+    bf16_pack_b(W, V, d, d, 0, u->bf_w);  /* W (V,d): the logits' B */
+    bf16_pack_b(W, d, V, d, 1, u->bf_wt); /* W^T (d,V): E W's B */
+    memset(u->bf_dwt, 0, (size_t)V * d * sizeof(float));
+}
+
+static void bf16_finish(const UidHead *u, int V, float *dW) {
+    int d = u->d;
+    for (int v = 0; v < V; v++)
+        for (int c = 0; c < d; c++) dW[(size_t)v * d + c] += u->bf_dwt[(size_t)c * V + v];
+}
+
+/* x (nb,V) = the block's logits Hb W^T, on bf16 operands when bf */
+static void block_logits(UidHead *u, int bf, const float *Hb, int nb, float *x) {
+    int V = (int)(u->hi - u->lo), d = u->d;
+    if (!bf) {
+        uid_head_scores(u, Hb, nb, x);
+        return;
+    }
+    bf16_pack_a(Hb, nb, d, d, 0, u->bf_a);
+    bf16_gemm(nb, V, d, 1.0f, u->bf_a, u->bf_w, 0.0f, x, V);
+}
+
+/* the block's two products: dW (V,d) += E^T Hs (bf16: dW^T += Hs^T E) and EW (nb,d) = E W */
+static void block_products(UidHead *u, const float *E, int nb, int V, const float *Hs, const float *W, float *dW,
+                           float *EW) {
+    int d = u->d;
+    if (!u->bf16) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, E, V, Hs, d, 1.0f, dW, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, E, V, W, d, 0.0f, EW, d);
+        return;
+    }
+    bf16_pack_a(Hs, d, nb, d, 1, u->bf_a); /* Hs^T (d,nb) */
+    bf16_pack_b(E, V, nb, V, 1, u->bf_b);  /* E^T (V,nb) as B */
+    bf16_gemm(d, V, nb, 1.0f, u->bf_a, u->bf_b, 1.0f, u->bf_dwt, V);
+    bf16_pack_a(E, nb, V, V, 0, u->bf_a);  /* E (nb,V) */
+    bf16_gemm(nb, d, V, 1.0f, u->bf_a, u->bf_wt, 0.0f, EW, d);
+}
+
 /* The gradients of one block from E = exp(logits - max) (nb,V) as it is: with G = dscale E / sum
  * - hot onehot(local), dW (V,d) += G^T Hb and dHb (nb,d) += G W (a partial sum over shards). The
  * scaling by dscale / sum goes on the small operands (Hs = Hb rows scaled, and the rows of E W)
  * and the one-hot on the target rows, so E is never rewritten: a pass over the logits saved.
  * (Label smoothing's uniform part is added once per call, by smoothing_gradients.) */
-static void uid_block_gradients(const float *E, int nb, int V, int d, const float *Hb, const float *W, const float *sum,
-                                const int32_t *local, float dscale, float hot, float *Hs, float *EW, float *dW,
-                                float *dHb) {
+static void uid_block_gradients(UidHead *u, const float *E, int nb, int V, const float *Hb, const float *W,
+                                const float *sum, const int32_t *local, float dscale, float hot, float *Hs, float *EW,
+                                float *dW, float *dHb) {
+    int d = u->d;
     for (int n = 0; n < nb; n++) {
         float f = dscale / sum[n];
         for (int c = 0; c < d; c++) Hs[(size_t)n * d + c] = f * Hb[(size_t)n * d + c];
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, E, V, Hs, d, 1.0f, dW, d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, E, V, W, d, 0.0f, EW, d);
+    block_products(u, E, nb, V, Hs, W, dW, EW);
     for (int n = 0; n < nb; n++) {
         float f = dscale / sum[n], *dh = dHb + (size_t)n * d;
         const float *ew = EW + (size_t)n * d, *h = Hb + (size_t)n * d;
@@ -282,20 +332,23 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
         owned_column_sums(W, V, d, u->colsum);
         for (int c = 0; c < d; c++) hsum[c] = 0;
     }
+    int bf = u->bf16 && V > 0 && dscale != 0; /* training only: evaluation's losses stay fp32 like its scores */
+    if (bf) bf16_start(u, W, V, bs);
     for (int64_t r0 = 0; r0 < r.NT; r0 += bs) {
         int nb = r.NT - r0 < bs ? (int)(r.NT - r0) : bs;
         double *tl = sum + nb; /* right after sum: one all-reduce sums both (the target logit: one rank adds it) */
         const float *Hb = r.H + (size_t)r0 * d;
-        uid_head_scores(u, Hb, nb, x);
+        block_logits(u, bf, Hb, nb, x);
         block_targets(u, x, nb, V, Hb, r.targets + r0, eps, local, tl, hsum);
         block_softmax_stats(u, x, nb, V, mx, sum);
         for (int n = 0; n < nb; n++)
             if (r0 + n >= r.first && r0 + n < r.first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0 || V == 0) continue;
         for (int n = 0; n < nb; n++) sumf[n] = (float)sum[n]; /* rounded once: the accumulation was in double */
-        uid_block_gradients(x, nb, V, d, Hb, W, sumf, local, dscale, dscale * (1 - eps), Hs, EW, dW,
+        uid_block_gradients(u, x, nb, V, Hb, W, sumf, local, dscale, dscale * (1 - eps), Hs, EW, dW,
                             dHall + (size_t)r0 * d);
     }
+    if (bf) bf16_finish(u, V, dW);
     if (eps > 0 && dscale != 0)
         smoothing_gradients(dscale * (eps / (float)u->n_items), u->colsum, hsum, r.NT, V, d, dHall, dW);
     if (dHall && u->sharded) scatter_row_grads(&r, dHall, N, d, dH);

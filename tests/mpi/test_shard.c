@@ -31,11 +31,12 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 /* rows of this rank: rank r gets 3r + 1 rows except the last rank, which gets none (P > 1) */
 static int my_rows(void) { return comm_size() > 1 && comm_rank() == comm_size() - 1 ? 0 : 3 * comm_rank() + 1; }
 
-static void uidhead_case(int tied, float eps) {
+static void uidhead_case(int tied, float eps, int bf16) {
     int P = comm_size(), me = comm_rank(), N = my_rows();
     UidHead sh, ref;
     uid_init(&sh, V, D, tied, 5, 1);
     uid_init(&ref, V, D, tied, 5, 0);
+    sh.bf16 = ref.bf16 = bf16;
     CHECK(sh.hi - sh.lo < V || P == 1);
     CHECK(rel_diff(uid_emb(&sh), uid_emb(&ref) + sh.lo * D, (size_t)(sh.hi - sh.lo) * D) == 0);
     float *H = xmalloc(sizeof(float) * (N + 1) * D), *dH = xcalloc((size_t)(N + 1) * D, sizeof(float)),
@@ -74,9 +75,11 @@ static void uidhead_case(int tied, float eps) {
     uid_free(&ref);
 }
 
-static void test_uidhead_untied(void) { uidhead_case(0, 0.0f); }
-static void test_uidhead_tied(void) { uidhead_case(1, 0.0f); }
-static void test_uidhead_label_smoothing(void) { uidhead_case(0, 0.2f), uidhead_case(1, 0.2f); }
+static void test_uidhead_untied(void) { uidhead_case(0, 0.0f, 0); }
+static void test_uidhead_tied(void) { uidhead_case(1, 0.0f, 0); }
+static void test_uidhead_label_smoothing(void) { uidhead_case(0, 0.2f, 0), uidhead_case(1, 0.2f, 0); }
+/* model.uid_bf16: the sharded head on bf16 operands equals the unsharded one on the same operands */
+static void test_uidhead_bf16(void) { uidhead_case(0, 0.0f, 1), uidhead_case(1, 0.2f, 1); }
 
 /* ---------------------------------------------------------------- a small model and data */
 
@@ -257,6 +260,7 @@ int main(int argc, char **argv) {
     RUN_TEST(test_uidhead_untied);
     RUN_TEST(test_uidhead_tied);
     RUN_TEST(test_uidhead_label_smoothing);
+    RUN_TEST(test_uidhead_bf16);
     RUN_TEST(test_train_car);
     RUN_TEST(test_train_ar);
     RUN_TEST(test_eval);

@@ -177,6 +177,38 @@ static void test_gelu_keep_local(void) {
     free(x), free(dy), free(kept), free(y0), free(y1), free(d0), free(d1);
 }
 
+/* model.uid_bf16: the head's loss and gradients on bf16 operands stay within bf16's rounding of
+ * the fp32 head's (several blocks, a short last one, an odd item count, smoothing), differ from
+ * them (the bf16 path ran), and a NaN in H still reaches the loss */
+static void test_uid_head_bf16(void) {
+    enum { V = 301, D = 16, N = 41 };
+    UidHead u[2];
+    float *H = randn(N * D, 1, 80), *dH[2];
+    int32_t t[N];
+    for (int n = 0; n < N; n++) t[n] = (int32_t)((n * 37 + 5) % V);
+    double loss[2];
+    for (int b = 0; b < 2; b++) {
+        uid_init(&u[b], V, D, 0, 9, 0);
+        u[b].block = 16;
+        u[b].bf16 = b;
+        fill(uid_head_w(&u[b]), V * D, 1, 81); /* logits of order 1 */
+        dH[b] = xcalloc(N * D, sizeof(float));
+        loss[b] = uid_head_forward_backward(&u[b], H, t, N, 0.1f, 1.0f / N, dH[b]);
+    }
+    const float *gw[2] = {arena_grad(&u[0].arena, u[0].head), arena_grad(&u[1].arena, u[1].head)};
+    double rl = fabs(loss[1] - loss[0]) / fabs(loss[0]);
+    double rh = check_rel_diff(dH[1], dH[0], N * D, 1e-6), rw = check_rel_diff(gw[1], gw[0], V * D, 1e-6);
+    CHECK_MSG(rl < 2e-3 && rl > 0, "bf16 loss off by %.3g relative", rl);
+    CHECK_MSG(rh < 3e-2 && rh > 0, "bf16 dH off by %.3g", rh);
+    CHECK_MSG(rw < 3e-2 && rw > 0, "bf16 dW off by %.3g", rw);
+    CHECK_MSG(check_nan_detected(dH[1], dH[0], N * D, 1e-6, 3e-2), "a NaN in dH would pass");
+    if (comm_rank() == 0) printf("    bf16 head vs fp32: loss %.2e, dH %.2e, dW %.2e (relative)\n", rl, rh, rw);
+    H[5 * D + 3] = NAN;
+    CHECK(isnan(uid_head_forward_backward(&u[1], H, t, N, 0.0f, 1.0f / N, dH[1])));
+    for (int b = 0; b < 2; b++) uid_free(&u[b]), free(dH[b]);
+    free(H);
+}
+
 /* ------------------------------------------------------------------ attention */
 typedef struct { float *qkv, *att; const int *off; int B, C, NH; } AttCtx;
 static void att_fwd(Layer *l, float *out) {
@@ -495,6 +527,7 @@ int main(int argc, char **argv) {
     RUN_TEST(test_embedding);
     RUN_TEST(test_crossentropy);
     RUN_TEST(test_uid_head);
+    RUN_TEST(test_uid_head_bf16);
     RUN_TEST(test_dropout);
     RUN_TEST(test_vmath);
     RUN_TEST(test_vmath_nan);
