@@ -2,7 +2,7 @@
  * fp32 (AVX512-BF16 dot products where the CPU has them, else the same sums in scalar code). The
  * lever for the UID head's three products, whose inputs bf16 holds to 3 significant digits: on a
  * CPU with AVX512-BF16 the dot product does 1.85x the fp32 FMA's work per cycle (bench_sgemm).
- * Not yet used by the model: issue 13 measures it first (bench_bf16), then the Beauty metrics.
+ * Used by the UID head when model.uid_bf16 is set (uidhead.c); bench_bf16 times it against sgemm.
  *
  * Both operands are packed once, K-contiguous (A (M,K) and B (N,K), so C = A B^T is a dot
  * product along K, each of either one transposed on the way in), into pairs of bf16 along K, the

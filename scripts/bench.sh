@@ -50,7 +50,7 @@ if [ -x scripts/bench_kmeans.sh ]; then
     scripts/bench_kmeans.sh "$OUT/$NAME.h5"
 fi
 
-echo "== the UID head's three products of a maximum-length Beauty step: fp32 sgemm against bf16gemm (not yet used by the model)"
+echo "== the UID head's three products of a maximum-length Beauty step: fp32 sgemm against bf16gemm (model.uid_bf16)"
 OPENBLAS_NUM_THREADS=1 "$BUILD/bench/bench_bf16" --reps "$REPS" | grep -v '^BENCH'
 
 echo "== training step of the chunk Transformer (Beauty-sized: d=64, 2 layers, L=3, K=256, V=12101, B=256, 21 items)"
