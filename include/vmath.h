@@ -15,8 +15,11 @@
 #define VMATH_CLONES
 #endif
 
-/* x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (float accumulation) */
+/* x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (float accumulation). 16 lanes
+ * at a time where the CPU has AVX-512F, with the AVX2 path's results bit for bit. */
 float vexp_shift_sum(float *x, size_t n, float shift);
+/* tests: allow the AVX-512 path (1, the default) or keep to AVX2 (0); returns the previous setting */
+int vmath_allow_avx512(int allow);
 /* max of x[0..n) (-INFINITY when n = 0; NaN when any element is NaN) */
 float vmax(const float *x, size_t n);
 /* x[i] *= f */

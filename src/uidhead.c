@@ -156,10 +156,10 @@ static void block_logits(UidHead *u, int bf, const float *Hb, int nb, float *x) 
 }
 
 /* the block's two products: dW (V,d) += E^T Hs (bf16: dW^T += Hs^T E) and EW (nb,d) = E W */
-static void block_products(UidHead *u, const float *E, int nb, int V, const float *Hs, const float *W, float *dW,
-                           float *EW) {
+static void block_products(UidHead *u, int bf, const float *E, int nb, int V, const float *Hs, const float *W,
+                           float *dW, float *EW) {
     int d = u->d;
-    if (!u->bf16) {
+    if (!bf) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, nb, 1.0f, E, V, Hs, d, 1.0f, dW, d);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, d, V, 1.0f, E, V, W, d, 0.0f, EW, d);
         return;
@@ -176,7 +176,7 @@ static void block_products(UidHead *u, const float *E, int nb, int V, const floa
  * scaling by dscale / sum goes on the small operands (Hs = Hb rows scaled, and the rows of E W)
  * and the one-hot on the target rows, so E is never rewritten: a pass over the logits saved.
  * (Label smoothing's uniform part is added once per call, by smoothing_gradients.) */
-static void uid_block_gradients(UidHead *u, const float *E, int nb, int V, const float *Hb, const float *W,
+static void uid_block_gradients(UidHead *u, int bf, const float *E, int nb, int V, const float *Hb, const float *W,
                                 const float *sum, const int32_t *local, float dscale, float hot, float *Hs, float *EW,
                                 float *dW, float *dHb) {
     int d = u->d;
@@ -184,7 +184,7 @@ static void uid_block_gradients(UidHead *u, const float *E, int nb, int V, const
         float f = dscale / sum[n];
         for (int c = 0; c < d; c++) Hs[(size_t)n * d + c] = f * Hb[(size_t)n * d + c];
     }
-    block_products(u, E, nb, V, Hs, W, dW, EW);
+    block_products(u, bf, E, nb, V, Hs, W, dW, EW);
     for (int n = 0; n < nb; n++) {
         float f = dscale / sum[n], *dh = dHb + (size_t)n * d;
         const float *ew = EW + (size_t)n * d, *h = Hb + (size_t)n * d;
@@ -239,8 +239,9 @@ static void smoothing_gradients(float f, const double *colsum, const double *hsu
         for (int c = 0; c < d; c++) dW[(size_t)i * d + c] -= f * (float)hsum[c];
 }
 
-/* The rows of every rank, gathered (sharded): data movement only. Returns the row count of the
- * call over all ranks; *first is this rank's first row among them, rows_of (2P) its counts. */
+/* The rows of every rank, gathered (sharded): data movement only. NT: the rows of the call over
+ * all ranks, first: this rank's first row among them, rows_of (2P): the ranks' counts (NULL and
+ * this rank's own rows where unsharded). */
 typedef struct {
     const float *H;
     const int32_t *targets;
@@ -345,7 +346,7 @@ double uid_head_forward_backward(UidHead *u, const float *H, const int32_t *targ
             if (r0 + n >= r.first && r0 + n < r.first + N) loss += log(sum[n]) + mx[n] - tl[n];
         if (dscale == 0 || V == 0) continue;
         for (int n = 0; n < nb; n++) sumf[n] = (float)sum[n]; /* rounded once: the accumulation was in double */
-        uid_block_gradients(u, x, nb, V, Hb, W, sumf, local, dscale, dscale * (1 - eps), Hs, EW, dW,
+        uid_block_gradients(u, bf, x, nb, V, Hb, W, sumf, local, dscale, dscale * (1 - eps), Hs, EW, dW,
                             dHall + (size_t)r0 * d);
     }
     if (bf) bf16_finish(u, V, dW);

@@ -18,27 +18,45 @@ static float max_scalar(const float *x, size_t n, const float *seed, size_t ns) 
 #include <immintrin.h>
 #define VMATH_AVX2 1
 
+/* exp's constants: the clamp, log2(e), ln2 in two parts, the polynomial from its highest term */
+#define EXP_LO (-87.33654f)
+#define EXP_HI 88.0f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO (-2.12194440e-4f)
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
     /* min/max return their second operand when either is NaN: x goes second so NaN propagates */
-    x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), _mm256_min_ps(_mm256_set1_ps(88.0f), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* x - n ln2, ln2 in two parts */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), _mm256_min_ps(_mm256_set1_ps(EXP_HI), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x); /* x - n ln2 */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(exp_poly[0]);
+    for (int k = 1; k < 6; k++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly[k]));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e)); /* p * 2^n, n in [-126, 127] by the clamp */
 }
 
-__attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *x, size_t n, float shift) {
-    __m256 s = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
-    size_t i = 0;
+/* exp8's operations on 16 lanes (AVX-512F): every lane's result is exp8's, bit for bit */
+__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), _mm512_min_ps(_mm512_set1_ps(EXP_HI), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(exp_poly[0]);
+    for (int k = 1; k < 6; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_poly[k]));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* x[i..n) through exp8, their sum added into the 8-lane sum s, then its lanes and the scalar tail */
+__attribute__((target("avx2,fma"))) static inline float exp_shift_sum_from(float *x, size_t i, size_t n, float shift,
+                                                                           __m256 s) {
+    __m256 sh = _mm256_set1_ps(shift);
     for (; i + 8 <= n; i += 8) {
         __m256 y = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
         _mm256_storeu_ps(x + i, y);
@@ -49,6 +67,25 @@ __attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *x, si
     for (int j = 0; j < 8; j++) sum += lanes[j];
     for (; i < n; i++) sum += x[i] = expf(x[i] - shift);
     return sum;
+}
+
+__attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *x, size_t n, float shift) {
+    return exp_shift_sum_from(x, 0, n, shift, _mm256_setzero_ps());
+}
+
+/* 16 at a time where the CPU has AVX-512F, each half added into the 8-lane sum in exp8's order,
+ * so the sum is the AVX2 path's bit for bit */
+__attribute__((target("avx512f,avx2,fma"))) static float exp_shift_sum_avx512(float *x, size_t n, float shift) {
+    __m256 s = _mm256_setzero_ps();
+    __m512 sh = _mm512_set1_ps(shift);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 y = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh));
+        _mm512_storeu_ps(x + i, y);
+        s = _mm256_add_ps(s, _mm512_castps512_ps256(y));
+        s = _mm256_add_ps(s, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+    }
+    return exp_shift_sum_from(x, i, n, shift, s);
 }
 
 /* tanh(u) = 1 - 2 / (exp(2u) + 1); near 0 that cancels, so |u| < 0.25 uses the series */
@@ -96,10 +133,31 @@ static int have_avx2(void) {
     if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return have;
 }
+
+static int allow_avx512 = 1;
+static int have_avx512(void) {
+    static int have = -1;
+    if (have < 0) have = have_avx2() && __builtin_cpu_supports("avx512f");
+    return have && allow_avx512;
+}
+#endif
+
+int vmath_allow_avx512(int allow) {
+#ifdef VMATH_AVX2
+    int was = allow_avx512;
+    allow_avx512 = allow;
+    return was;
+#else
+    (void)allow;
+    return 0;
+#endif
+}
+#ifdef VMATH_AVX2
 #endif
 
 float vexp_shift_sum(float *x, size_t n, float shift) {
 #ifdef VMATH_AVX2
+    if (have_avx512()) return exp_shift_sum_avx512(x, n, shift);
     if (have_avx2()) return exp_shift_sum_avx2(x, n, shift);
 #endif
     float sum = 0;
