@@ -1,5 +1,6 @@
 #include "train.h"
 #include "batch.h"
+#include "bf16gemm.h"
 #include "comm.h"
 #include "dataset.h"
 #include "eval.h"
@@ -517,6 +518,9 @@ static int train_loop(Run *r, json_t *summary) {
              "(%s mode, L = %d)",
              (long long)lp.n_train, (long long)lp.steps_per_epoch, cfg->train.batch_size, (long long)lp.total_steps,
              (long long)model_num_params(&r->m), cfg->train.mode == MODE_AR ? "ar" : "car", cfg->sid.levels);
+    if (cfg->model.uid_bf16 && !bf16_gemm_native())
+        log_warn("model.uid_bf16: this CPU has no AVX512-BF16, so the UID head's bf16 products run in scalar code, "
+                 "many times slower than fp32 sgemm: set model.uid_bf16 = false here");
     int64_t step = st.step;
     int stopped = 0, epochs_run = st.epoch - 1;
     for (int epoch = st.epoch; epoch <= cfg->train.epochs && st.bad_evals <= cfg->train.patience; epoch++) {
