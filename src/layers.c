@@ -16,7 +16,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 }
 
 /* dbias (OC) += column sums of dout (N,OC) */
-VMATH_CLONES static void bias_backward(float *dbias, const float *dout, int N, int OC) {
+VMATH_CLONES_WIDE static void bias_backward(float *dbias, const float *dout, int N, int OC) {
     for (int n = 0; n < N; n++) {
         const float *d = dout + (size_t)n * OC;
 #pragma omp simd
@@ -87,14 +87,14 @@ VMATH_CLONES void layernorm_backward(float *dinp, float *dweight, float *dbias, 
 #define GELU_BLOCK 256 /* tanh is taken a block at a time (vectorised) */
 
 /* t (nb) = tanh(sqrt(2/pi) (x + 0.044715 x^3)), the tanh both GELU passes need */
-VMATH_CLONES static void gelu_tanh_block(const float *x, size_t nb, float *t) {
+VMATH_CLONES_WIDE static void gelu_tanh_block(const float *x, size_t nb, float *t) {
 #pragma omp simd
     for (size_t i = 0; i < nb; i++) t[i] = GELU_SCALE * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
     vtanh(t, nb);
 }
 
 /* t (nb) = GELU'(x), from t = the tanh gelu_tanh_block left there */
-VMATH_CLONES static void gelu_local_block(const float *x, size_t nb, float *t) {
+VMATH_CLONES_WIDE static void gelu_local_block(const float *x, size_t nb, float *t) {
 #pragma omp simd
     for (size_t i = 0; i < nb; i++) {
         float sech2 = 1.0f - t[i] * t[i];
@@ -103,7 +103,7 @@ VMATH_CLONES static void gelu_local_block(const float *x, size_t nb, float *t) {
 }
 
 /* out = GELU(x); with keep_local, x is replaced by GELU'(x), so the backward takes no tanh */
-VMATH_CLONES static void gelu_forward_blocks(float *out, float *inp, size_t n, int keep_local) {
+VMATH_CLONES_WIDE static void gelu_forward_blocks(float *out, float *inp, size_t n, int keep_local) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
         float *x = inp + i0, t[GELU_BLOCK];
@@ -121,7 +121,7 @@ void gelu_forward(float *out, const float *inp, size_t n) { gelu_forward_blocks(
 void gelu_forward_keep_local(float *out, float *inp, size_t n) { gelu_forward_blocks(out, inp, n, 1); }
 
 /* dinp = (or +=) local * dout, local = GELU'(x) given, or computed from x (local NULL) a block at a time */
-VMATH_CLONES static void gelu_backward_blocks(float *dinp, const float *inp, const float *local, const float *dout,
+VMATH_CLONES_WIDE static void gelu_backward_blocks(float *dinp, const float *inp, const float *local, const float *dout,
                                               size_t n, int accumulate) {
     for (size_t i0 = 0; i0 < n; i0 += GELU_BLOCK) {
         size_t nb = n - i0 < GELU_BLOCK ? n - i0 : GELU_BLOCK;
@@ -150,7 +150,7 @@ void gelu_backward_local(float *dinp, const float *local, const float *dout, siz
     gelu_backward_blocks(dinp, NULL, local, dout, n, 0);
 }
 
-VMATH_CLONES void residual_forward(float *out, const float *a, const float *b, size_t n) {
+VMATH_CLONES_WIDE void residual_forward(float *out, const float *a, const float *b, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
@@ -311,7 +311,7 @@ void embedding_backward(float *dtable, const int *rows, const int32_t *ids, int 
 }
 
 /* units (4 groups) = the 16-bit dropout units of one row: draw g's bits 16j..16j+15 are unit 4g + j */
-VMATH_CLONES static void dropout_units(uint16_t *units, uint64_t key, uint64_t base, int groups) {
+VMATH_CLONES_WIDE static void dropout_units(uint16_t *units, uint64_t key, uint64_t base, int groups) {
     uint64_t bits[groups];
 #pragma omp simd
     for (int g = 0; g < groups; g++) bits[g] = rng_mix(key ^ (base + (uint64_t)g));
@@ -324,7 +324,7 @@ VMATH_CLONES static void dropout_units(uint16_t *units, uint64_t key, uint64_t b
     }
 }
 
-VMATH_CLONES void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
+VMATH_CLONES_WIDE void dropout_forward(float *out, const float *inp, const float *res, int N, int C, float p, uint64_t seed,
                                   uint64_t stream, const uint64_t *row_key) {
     uint32_t thr = p > 0 ? (uint32_t)lround((double)p * 65536.0) : 0;
     if (thr > 65536) thr = 65536;

@@ -88,22 +88,44 @@ __attribute__((target("avx512f,avx2,fma"))) static float exp_shift_sum_avx512(fl
     return exp_shift_sum_from(x, i, n, shift, s);
 }
 
-/* tanh(u) = 1 - 2 / (exp(2u) + 1); near 0 that cancels, so |u| < 0.25 uses the series */
-__attribute__((target("avx2,fma"))) static void tanh_avx2(float *x, size_t n) {
-    size_t i = 0;
-    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+/* tanh(u) = 1 - 2 / (exp(2u) + 1); near 0 that cancels, so |u| < 0.25 uses the series
+ * u - u^3/3 + 2u^5/15 - 17u^7/315 + 62u^9/2835 (its coefficients from the highest) */
+static const float tanh_series[4] = {62.0f / 2835.0f, -17.0f / 315.0f, 2.0f / 15.0f, -1.0f / 3.0f};
+
+/* tanh's two regimes for the lanes of u, in one vector width's intrinsics (P: _mm256 or _mm512, T
+ * its type, EXP its exp): big = 1 - 2 / (exp(2u) + 1), small = the series */
+#define TANH_PARTS(P, T, EXP, u, big, small)                                                                 \
+    do {                                                                                                   \
+        T one_ = P##_set1_ps(1.0f), two_ = P##_set1_ps(2.0f), u2_ = P##_mul_ps(u, u);                     \
+        T q_ = P##_set1_ps(tanh_series[0]);                                                                \
+        for (int k_ = 1; k_ < 4; k_++) q_ = P##_fmadd_ps(u2_, q_, P##_set1_ps(tanh_series[k_]));           \
+        big = P##_sub_ps(one_, P##_div_ps(two_, P##_add_ps(EXP(P##_mul_ps(two_, u)), one_)));              \
+        small = P##_fmadd_ps(P##_mul_ps(u2_, u), q_, u);                                                   \
+    } while (0)
+
+/* x[i..n) in place, 8 lanes at a time, then the scalar tail */
+__attribute__((target("avx2,fma"))) static inline void tanh_from(float *x, size_t i, size_t n) {
     for (; i + 8 <= n; i += 8) {
-        __m256 u = _mm256_loadu_ps(x + i);
-        __m256 big = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(exp8(_mm256_mul_ps(two, u)), one)));
-        __m256 u2 = _mm256_mul_ps(u, u); /* u - u^3/3 + 2u^5/15 - 17u^7/315 + 62u^9/2835 */
-        __m256 q = _mm256_fmadd_ps(u2, _mm256_set1_ps(62.0f / 2835.0f), _mm256_set1_ps(-17.0f / 315.0f));
-        q = _mm256_fmadd_ps(u2, q, _mm256_set1_ps(2.0f / 15.0f));
-        q = _mm256_fmadd_ps(u2, q, _mm256_set1_ps(-1.0f / 3.0f));
-        __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(u2, u), q, u);
-        __m256 mask = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), u), _mm256_set1_ps(0.25f), _CMP_LT_OQ);
-        _mm256_storeu_ps(x + i, _mm256_blendv_ps(big, small, mask));
+        __m256 u = _mm256_loadu_ps(x + i), big, small;
+        TANH_PARTS(_mm256, __m256, exp8, u, big, small);
+        __m256 near0 = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), u), _mm256_set1_ps(0.25f), _CMP_LT_OQ);
+        _mm256_storeu_ps(x + i, _mm256_blendv_ps(big, small, near0));
     }
     for (; i < n; i++) x[i] = tanhf(x[i]);
+}
+
+__attribute__((target("avx2,fma"))) static void tanh_avx2(float *x, size_t n) { tanh_from(x, 0, n); }
+
+/* 16 lanes at a time, the same operations: every value is the AVX2 path's, bit for bit */
+__attribute__((target("avx512f,avx2,fma"))) static void tanh_avx512(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 u = _mm512_loadu_ps(x + i), big, small;
+        TANH_PARTS(_mm512, __m512, exp16, u, big, small);
+        __mmask16 near0 = _mm512_cmp_ps_mask(_mm512_abs_ps(u), _mm512_set1_ps(0.25f), _CMP_LT_OQ);
+        _mm512_storeu_ps(x + i, _mm512_mask_blend_ps(near0, big, small));
+    }
+    tanh_from(x, i, n);
 }
 
 /* max_ps drops NaN lanes, so NaNs are collected apart: the max of anything with a NaN is NaN */
@@ -167,6 +189,10 @@ float vexp_shift_sum(float *x, size_t n, float shift) {
 
 void vtanh(float *x, size_t n) {
 #ifdef VMATH_AVX2
+    if (have_avx512()) {
+        tanh_avx512(x, n);
+        return;
+    }
     if (have_avx2()) {
         tanh_avx2(x, n);
         return;

@@ -493,8 +493,8 @@ static void test_vmath(void) {
     free(y);
 }
 
-/* exp on AVX-512 gives the AVX2 path's values and sums bit for bit, at every length around the
- * two vector widths and over the whole range (underflow, the clamps, NaN) */
+/* exp and tanh on AVX-512 give the AVX2 path's values (and exp's sums) bit for bit, at every length
+ * around the two vector widths and over the whole range (underflow, the clamps, the series near 0, NaN) */
 static void test_vmath_avx512(void) {
     static const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 33, 1024, 4003};
     enum { most = 4003 };
@@ -513,6 +513,16 @@ static void test_vmath_avx512(void) {
         if (memcmp(a, b, n * sizeof(float)) || memcmp(&sa, &sb, sizeof sa)) {
             differ++;
             CHECK_MSG(0, "exp at n = %zu: the AVX-512 path differs from AVX2 (sum %.9g vs %.9g)", n, sb, sa);
+        }
+        for (size_t i = 0; i < n; i++) a[i] = b[i] = 0.05f * x[i]; /* tanh's two regimes: |u| < 0.25 and above */
+        vmath_allow_avx512(0);
+        vtanh(a, n);
+        vmath_allow_avx512(1);
+        vtanh(b, n);
+        vmath_allow_avx512(was);
+        if (memcmp(a, b, n * sizeof(float))) {
+            differ++;
+            CHECK_MSG(0, "tanh at n = %zu: the AVX-512 path differs from AVX2", n);
         }
     }
     CHECK(differ == 0);
