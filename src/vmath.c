@@ -174,8 +174,6 @@ int vmath_allow_avx512(int allow) {
     return 0;
 #endif
 }
-#ifdef VMATH_AVX2
-#endif
 
 float vexp_shift_sum(float *x, size_t n, float shift) {
 #ifdef VMATH_AVX2
